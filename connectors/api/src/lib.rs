@@ -1,0 +1,33 @@
+//! weir's unified change model and connector contracts.
+//!
+//! Every connector depends on this crate and nothing else of weir's: sources turn their
+//! database's change log into [`SourceItem`]s, the engine stages them in its log, and sinks
+//! receive them back as [`LogEntry`]s. The crate is deliberately light (serde, base64, thiserror).
+//!
+//! ```text
+//!  Source::next() ──SourceItem──▶ staging log ──LogEntry──▶ Sink::apply()
+//!        ▲                                                   │
+//!        └──────── Source::ack(position) (durable) ◀─────────┘ (per sink cursor)
+//! ```
+
+mod connector;
+mod envelope;
+mod error;
+mod event;
+mod position;
+mod schema;
+mod value;
+
+pub use connector::{
+    Entry, LogEntry, Sink, SinkContext, Snapshot, SnapshotChunk, SnapshotPlan, Source, SourceInfo,
+    SourceItem,
+};
+pub use envelope::{render_envelope, render_key};
+pub use error::{BoxError, ConnectorError, Result};
+pub use event::{ChangeEvent, CommitInfo, Op, Row, Transaction};
+pub use position::{
+    DatagenPosition, GtidSet, Lsn, MariaDbGtid, MariaDbGtidList, MysqlGtidSet, MysqlPosition,
+    PgPosition, SourcePosition,
+};
+pub use schema::{Column, ColumnType, TableId, TableSchema};
+pub use value::{Date, Time, Timestamp, Value};
