@@ -1,1 +1,16 @@
+//! weir: change-data-capture from database change logs to SQL, Kafka and file sinks, through
+//! an embedded, durable staging log.
+//!
+//! - [`config`]: the pipeline file.
+//! - [`log`]: the RocksDB staging log.
+//! - [`runtime`]: source task → log → sink tasks.
+//! - [`registry`]: connector type names → factories.
+//! - [`datagen`]: the synthetic source.
+//! - [`cli`]: the `weir` command line.
 
+pub mod cli;
+pub mod config;
+pub mod datagen;
+pub mod log;
+pub mod registry;
+pub mod runtime;

@@ -1,6 +1,8 @@
 //! The contracts between the engine and connectors: [`Source`], [`Snapshot`] and [`Sink`].
 
-use crate::{ChangeEvent, CommitInfo, Result, Row, SourcePosition, TableId, TableSchema, Transaction};
+use crate::{
+    ChangeEvent, CommitInfo, Result, Row, SourcePosition, TableId, TableSchema, Transaction,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -72,13 +72,20 @@ pub fn render_envelope(
         None => out.extend_from_slice(b",\"txid\":null"),
     }
     let snapshot = matches!(event.op, crate::Op::Read);
-    let _ = write!(out, ",\"ts_ms\":{},\"snapshot\":{snapshot}}},\"ts_ms\":{ts_ms}}}", event.ts_ms);
+    let _ = write!(
+        out,
+        ",\"ts_ms\":{},\"snapshot\":{snapshot}}},\"ts_ms\":{ts_ms}}}",
+        event.ts_ms
+    );
     Ok(())
 }
 
 /// Renders the Kafka key: the primary-key columns as a JSON object, or `None` for a keyless
 /// table. Takes the key from `after`, else `before`.
-pub fn render_key(schema: &TableSchema, event: &ChangeEvent) -> Result<Option<Vec<u8>>, ConnectorError> {
+pub fn render_key(
+    schema: &TableSchema,
+    event: &ChangeEvent,
+) -> Result<Option<Vec<u8>>, ConnectorError> {
     if schema.primary_key.is_empty() {
         return Ok(None);
     }
@@ -202,7 +209,11 @@ fn float(out: &mut Vec<u8>, f: f64, finite: impl FnOnce(&mut Vec<u8>) -> serde_j
     if f.is_nan() {
         out.extend_from_slice(b"\"NaN\"");
     } else if f.is_infinite() {
-        out.extend_from_slice(if f > 0.0 { b"\"Infinity\"" } else { b"\"-Infinity\"" });
+        out.extend_from_slice(if f > 0.0 {
+            b"\"Infinity\""
+        } else {
+            b"\"-Infinity\""
+        });
     } else {
         let _ = finite(out);
     }
@@ -219,18 +230,35 @@ mod tests {
     use crate::*;
 
     fn schema() -> TableSchema {
-        let col = |name: &str, ty| Column { name: name.into(), ty, source_type: String::new(), nullable: true };
+        let col = |name: &str, ty| Column {
+            name: name.into(),
+            ty,
+            source_type: String::new(),
+            nullable: true,
+        };
         TableSchema {
             table: TableId::new("public", "orders"),
             version: 1,
             columns: vec![
-                col("id", ColumnType::Int { bits: 64, unsigned: true }),
+                col(
+                    "id",
+                    ColumnType::Int {
+                        bits: 64,
+                        unsigned: true,
+                    },
+                ),
                 col("qty", ColumnType::Float32),
                 col("note", ColumnType::Text { max_len: None }),
                 col("doc", ColumnType::Json),
                 col("blob", ColumnType::Bytes),
                 col("at", ColumnType::TimestampTz),
-                col("big", ColumnType::Decimal { precision: Some(65), scale: Some(30) }),
+                col(
+                    "big",
+                    ColumnType::Decimal {
+                        precision: Some(65),
+                        scale: Some(30),
+                    },
+                ),
                 col("f", ColumnType::Float64),
                 col("d", ColumnType::Date),
             ],
@@ -245,7 +273,10 @@ mod tests {
             op: Op::Update,
             before: None,
             after: Some(Row(after)),
-            position: SourcePosition::Postgres(PgPosition { commit_lsn: Lsn(0x1A2B3C8), lsn: Lsn(0x1A2B3C8) }),
+            position: SourcePosition::Postgres(PgPosition {
+                commit_lsn: Lsn(0x1A2B3C8),
+                lsn: Lsn(0x1A2B3C8),
+            }),
             txid: Some(7731),
             ts_ms: 1_763_700_000_123,
         }
@@ -253,7 +284,11 @@ mod tests {
 
     #[test]
     fn renders_spec_envelope_losslessly() {
-        let info = SourceInfo { connector: "postgres".into(), name: "shop".into(), db: "shop".into() };
+        let info = SourceInfo {
+            connector: "postgres".into(),
+            name: "shop".into(),
+            db: "shop".into(),
+        };
         let big = "12345678901234567890123456789012345.678901234567890123456789012345";
         let ev = event(vec![
             Value::UInt(u64::MAX),
@@ -290,7 +325,11 @@ mod tests {
         values[0] = Value::Int(7);
         values[2] = Value::Unchanged;
         let mut out = Vec::new();
-        let info = SourceInfo { connector: "postgres".into(), name: "n".into(), db: "d".into() };
+        let info = SourceInfo {
+            connector: "postgres".into(),
+            name: "n".into(),
+            db: "d".into(),
+        };
         render_envelope(&mut out, &info, &schema(), &event(values), 0).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v["after"].get("note").is_none());
@@ -300,9 +339,17 @@ mod tests {
     #[test]
     fn row_width_mismatch_is_an_error_not_a_silent_skip() {
         let mut out = Vec::new();
-        let info = SourceInfo { connector: "x".into(), name: "n".into(), db: "d".into() };
-        let err = render_envelope(&mut out, &info, &schema(), &event(vec![Value::Int(1)]), 0).unwrap_err();
-        assert!(err.to_string().contains("has 1 values but schema version 1 has 9 columns"));
+        let info = SourceInfo {
+            connector: "x".into(),
+            name: "n".into(),
+            db: "d".into(),
+        };
+        let err = render_envelope(&mut out, &info, &schema(), &event(vec![Value::Int(1)]), 0)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has 1 values but schema version 1 has 9 columns")
+        );
     }
 
     #[test]

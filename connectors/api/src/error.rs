@@ -37,22 +37,34 @@ pub enum ConnectorError {
 impl ConnectorError {
     /// A transient error without a cause.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self::Transient { message: message.into(), source: None }
+        Self::Transient {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A definite error without a cause.
     pub fn definite(message: impl Into<String>) -> Self {
-        Self::Definite { message: message.into(), source: None }
+        Self::Definite {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A transient error with its cause.
     pub fn transient_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Transient { message: message.into(), source: Some(source.into()) }
+        Self::Transient {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// A definite error with its cause.
     pub fn definite_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Definite { message: message.into(), source: Some(source.into()) }
+        Self::Definite {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// An I/O failure: transient unless the kind says retrying is pointless.

@@ -57,7 +57,9 @@ impl fmt::Display for Lsn {
 impl std::str::FromStr for Lsn {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (hi, lo) = s.split_once('/').ok_or_else(|| format!("bad LSN {s:?}: expected X/Y"))?;
+        let (hi, lo) = s
+            .split_once('/')
+            .ok_or_else(|| format!("bad LSN {s:?}: expected X/Y"))?;
         let hi = u32::from_str_radix(hi, 16).map_err(|_| format!("bad LSN {s:?}"))?;
         let lo = u32::from_str_radix(lo, 16).map_err(|_| format!("bad LSN {s:?}"))?;
         Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
@@ -171,7 +173,10 @@ mod tests {
     #[test]
     fn positions_of_different_sources_do_not_compare() {
         let a = SourcePosition::Datagen(DatagenPosition { events: 1 });
-        let b = SourcePosition::Postgres(PgPosition { commit_lsn: Lsn(1), lsn: Lsn(1) });
+        let b = SourcePosition::Postgres(PgPosition {
+            commit_lsn: Lsn(1),
+            lsn: Lsn(1),
+        });
         assert_eq!(a.partial_cmp(&b), None);
         let c = SourcePosition::Datagen(DatagenPosition { events: 2 });
         assert!(a < c);
@@ -187,7 +192,12 @@ mod tests {
 
     #[test]
     fn binlog_files_compare_numerically() {
-        let p = |f: &str, pos| MysqlPosition { file: f.into(), pos, gtid: None, server_id: None };
+        let p = |f: &str, pos| MysqlPosition {
+            file: f.into(),
+            pos,
+            gtid: None,
+            server_id: None,
+        };
         assert!(p("bin.999999", 900) < p("bin.1000000", 4));
         assert!(p("bin.000003", 4) < p("bin.000003", 5));
         assert_eq!(p("a.1", 1).partial_cmp(&p("b.1", 1)), None);

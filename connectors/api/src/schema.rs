@@ -15,7 +15,10 @@ pub struct TableId {
 impl TableId {
     /// A table id from its parts.
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        TableId { schema: schema.into(), name: name.into() }
+        TableId {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -109,7 +112,10 @@ pub struct TableSchema {
 impl TableSchema {
     /// The primary-key column names.
     pub fn key_names(&self) -> impl Iterator<Item = &str> {
-        self.primary_key.iter().filter_map(|&i| self.columns.get(i)).map(|c| c.name.as_str())
+        self.primary_key
+            .iter()
+            .filter_map(|&i| self.columns.get(i))
+            .map(|c| c.name.as_str())
     }
 
     /// Whether the columns and key equal `other`'s (the version aside).

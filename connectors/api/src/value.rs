@@ -68,9 +68,17 @@ pub struct Date {
 
 impl Date {
     /// PostgreSQL `infinity`.
-    pub const INFINITY: Date = Date { year: i32::MAX, month: 12, day: 31 };
+    pub const INFINITY: Date = Date {
+        year: i32::MAX,
+        month: 12,
+        day: 31,
+    };
     /// PostgreSQL `-infinity`.
-    pub const NEG_INFINITY: Date = Date { year: i32::MIN, month: 1, day: 1 };
+    pub const NEG_INFINITY: Date = Date {
+        year: i32::MIN,
+        month: 1,
+        day: 1,
+    };
 
     /// A date from its parts (not validated: sources pass what the server stored).
     pub const fn new(year: i32, month: u8, day: u8) -> Self {
@@ -89,7 +97,11 @@ impl Date {
         let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
         let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
         let year = yoe + era * 400 + i64::from(month <= 2);
-        Date { year: year as i32, month, day }
+        Date {
+            year: year as i32,
+            month,
+            day,
+        }
     }
 
     /// Days since 1970-01-01 (meaningless for zero dates and infinities).
@@ -119,7 +131,13 @@ impl fmt::Display for Date {
             return f.write_str("-infinity");
         }
         if self.year < 0 {
-            write!(f, "-{:04}-{:02}-{:02}", -i64::from(self.year), self.month, self.day)
+            write!(
+                f,
+                "-{:04}-{:02}-{:02}",
+                -i64::from(self.year),
+                self.month,
+                self.day
+            )
         } else {
             write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
         }
@@ -137,7 +155,9 @@ pub struct Time {
 impl Time {
     /// A time from hours, minutes, seconds and microseconds.
     pub const fn hms(h: i64, m: i64, s: i64, us: i64) -> Self {
-        Time { micros: ((h * 60 + m) * 60 + s) * 1_000_000 + us }
+        Time {
+            micros: ((h * 60 + m) * 60 + s) * 1_000_000 + us,
+        }
     }
 }
 
@@ -147,7 +167,13 @@ impl fmt::Display for Time {
         let t = self.micros.unsigned_abs();
         let us = t % 1_000_000;
         let s = t / 1_000_000;
-        write!(f, "{sign}{:02}:{:02}:{:02}.{us:06}", s / 3600, s / 60 % 60, s % 60)
+        write!(
+            f,
+            "{sign}{:02}:{:02}:{:02}.{us:06}",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
     }
 }
 
@@ -162,9 +188,15 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// PostgreSQL `infinity`.
-    pub const INFINITY: Timestamp = Timestamp { date: Date::INFINITY, micros: 0 };
+    pub const INFINITY: Timestamp = Timestamp {
+        date: Date::INFINITY,
+        micros: 0,
+    };
     /// PostgreSQL `-infinity`.
-    pub const NEG_INFINITY: Timestamp = Timestamp { date: Date::NEG_INFINITY, micros: 0 };
+    pub const NEG_INFINITY: Timestamp = Timestamp {
+        date: Date::NEG_INFINITY,
+        micros: 0,
+    };
 
     /// The timestamp `micros` microseconds after 1970-01-01 00:00:00.
     pub fn from_unix_micros(micros: i64) -> Self {
@@ -187,7 +219,14 @@ impl fmt::Display for Timestamp {
         if self.date.is_infinite() {
             return self.date.fmt(f);
         }
-        write!(f, "{}T{}", self.date, Time { micros: self.micros as i64 })
+        write!(
+            f,
+            "{}T{}",
+            self.date,
+            Time {
+                micros: self.micros as i64
+            }
+        )
     }
 }
 
@@ -220,7 +259,13 @@ mod tests {
     #[test]
     fn times_keep_microseconds_sign_and_long_hours() {
         assert_eq!(Time::hms(13, 45, 1, 250_000).to_string(), "13:45:01.250000");
-        assert_eq!(Time { micros: -(Time::hms(838, 59, 59, 0).micros) }.to_string(), "-838:59:59.000000");
+        assert_eq!(
+            Time {
+                micros: -(Time::hms(838, 59, 59, 0).micros)
+            }
+            .to_string(),
+            "-838:59:59.000000"
+        );
         assert_eq!(Time { micros: -1 }.to_string(), "-00:00:00.000001");
     }
 
@@ -230,13 +275,23 @@ mod tests {
         assert_eq!(t.to_string(), "2024-02-29T13:45:01.250000");
         assert_eq!(t.to_unix_micros(), 1_709_214_301_250_000);
         assert_eq!(Timestamp::INFINITY.to_string(), "infinity");
-        assert_eq!(Timestamp { date: Date::new(0, 0, 0), micros: 0 }.to_string(), "0000-00-00T00:00:00.000000");
+        assert_eq!(
+            Timestamp {
+                date: Date::new(0, 0, 0),
+                micros: 0
+            }
+            .to_string(),
+            "0000-00-00T00:00:00.000000"
+        );
         assert_eq!(Date::new(-43, 3, 15).to_string(), "-0043-03-15");
     }
 
     #[test]
     fn uuid_format() {
-        let b = [0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00];
+        let b = [
+            0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
+            0x40, 0x00,
+        ];
         assert_eq!(fmt_uuid(&b), "123e4567-e89b-12d3-a456-426614174000");
     }
 }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs weir's benchmarks (release build). Usage: bench/run.sh [EVENTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}
+scripts/deps.sh
+cargo build --release --quiet --bin weir -p weir -p weir-bench
+"$CARGO_TARGET_DIR/release/weir-bench" "$CARGO_TARGET_DIR/release/weir" "${1:-1000000}"

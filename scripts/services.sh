@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Brings up the servers weir's tests and demos use, on loopback, on a Debian machine (as
+# root), and prints how to reach them:
+#   PostgreSQL 15   127.0.0.1:5432  wal_level=logical, replication slots and senders
+#   MariaDB 10.11   127.0.0.1:3306  ROW binlog with FULL row image and metadata, server_id 1
+#   tansu           127.0.0.1:9092  Kafka-protocol broker (no transactions)
+# Idempotent: installs only what is missing and restarts a server only when its settings
+# are not already in effect.
+set -euo pipefail
+
+log() { echo "services: $*"; }
+apt_updated=0
+apt_install() {
+  local need=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  [ ${#need[@]} -eq 0 ] && return 0
+  if [ $apt_updated -eq 0 ]; then apt-get update -qq; apt_updated=1; fi
+  log "installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+}
+wait_for() { # what, tries, command...
+  local what=$1 tries=$2; shift 2
+  for _ in $(seq "$tries"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  log "$what did not come up; see its log"; return 1
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+apt_install postgresql postgresql-client
+PGVER=$(ls /etc/postgresql | sort -V | tail -n 1)
+PGCONF=/etc/postgresql/$PGVER/main/conf.d/weir.conf
+mkdir -p "$(dirname "$PGCONF")"
+cat > /tmp/weir-pg.conf <<CONF
+# written by weir scripts/services.sh
+listen_addresses = '127.0.0.1'
+wal_level = logical
+max_replication_slots = 64
+max_wal_senders = 64
+max_connections = 200
+max_slot_wal_keep_size = 4GB
+CONF
+cmp -s /tmp/weir-pg.conf "$PGCONF" || cp /tmp/weir-pg.conf "$PGCONF"
+pg() { su postgres -c "psql -XtAq -h /var/run/postgresql -c \"$1\"" 2>/dev/null; }
+if ! pg_lsclusters -h | awk -v v="$PGVER" '$1==v && $2=="main" {print $4}' | grep -q online; then
+  log "starting PostgreSQL $PGVER"
+  pg_ctlcluster --skip-systemctl-redirect "$PGVER" main start
+fi
+wait_for PostgreSQL 30 pg_isready -h 127.0.0.1 -p 5432
+if [ "$(pg 'show wal_level')" != logical ] || [ "$(pg 'show max_wal_senders')" != 64 ]; then
+  log "restarting PostgreSQL $PGVER to apply wal_level=logical"
+  pg_ctlcluster --skip-systemctl-redirect "$PGVER" main restart
+  wait_for PostgreSQL 30 pg_isready -h 127.0.0.1 -p 5432
+fi
+[ "$(pg 'show wal_level')" = logical ] || { log "PostgreSQL wal_level is still not logical"; exit 1; }
+# A password for TCP clients whatever pg_hba says (trust or scram).
+pg "ALTER USER postgres PASSWORD 'postgres'" >/dev/null || true
+
+# ---------------------------------------------------------------- MariaDB
+apt_install mariadb-server mariadb-client
+MYCONF=/etc/mysql/mariadb.conf.d/60-weir.cnf
+cat > /tmp/weir-my.cnf <<CONF
+# written by weir scripts/services.sh
+[mariadbd]
+bind-address = 127.0.0.1
+server_id = 1
+log_bin = mariadb-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+expire_logs_days = 3
+max_connections = 300
+max_allowed_packet = 256M
+CONF
+cmp -s /tmp/weir-my.cnf "$MYCONF" || cp /tmp/weir-my.cnf "$MYCONF"
+my() { mariadb -uroot -NBe "$1" 2>/dev/null; }
+start_mariadb() {
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  wait_for MariaDB 60 mariadb-admin -uroot ping
+}
+if ! mariadb-admin -uroot ping >/dev/null 2>&1; then
+  log "starting MariaDB"
+  start_mariadb
+fi
+if [ "$(my 'select @@log_bin, @@binlog_format, @@binlog_row_metadata')" != "$(printf '1\tROW\tFULL')" ]; then
+  log "restarting MariaDB to enable the ROW binlog"
+  mariadb-admin -uroot shutdown
+  for _ in $(seq 60); do pgrep -x mariadbd >/dev/null || break; sleep 1; done
+  start_mariadb
+fi
+[ "$(my 'select @@binlog_format')" = ROW ] || { log "MariaDB binlog_format is still not ROW"; exit 1; }
+
+# ---------------------------------------------------------------- tansu (Kafka protocol)
+TANSU_VERSION=${TANSU_VERSION:-}
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null 2>&1; then
+  log "installing the tansu broker with cargo (about 10 minutes on two cores, once per machine)"
+  "$(dirname "$0")/deps.sh"
+  cargo install tansu --locked --features dynostore,libsql ${TANSU_VERSION:+--version "$TANSU_VERSION"} >/tmp/weir-tansu-install.log 2>&1 ||
+    { tail -n 30 /tmp/weir-tansu-install.log; log "tansu install failed"; exit 1; }
+fi
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! port_open 9092; then
+  log "starting tansu on 127.0.0.1:9092"
+  mkdir -p /var/lib/weir-tansu
+  nohup tansu broker \
+    --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine sqlite:///var/lib/weir-tansu/tansu.db \
+    >/var/log/weir-tansu.log 2>&1 </dev/null &
+  wait_for tansu 60 port_open 9092 || { tail -n 20 /var/log/weir-tansu.log; exit 1; }
+fi
+
+cat <<INFO
+services: ready
+  PostgreSQL $PGVER  postgres://postgres:postgres@127.0.0.1:5432/postgres   (wal_level=logical)
+  MariaDB          mysql://root@127.0.0.1:3306/                           (binlog ROW, FULL)
+  Kafka (tansu)    127.0.0.1:9092                                         (log /var/log/weir-tansu.log)
+INFO

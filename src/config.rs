@@ -1,0 +1,773 @@
+//! The pipeline file: TOML with `${VAR}` expansion, validated with errors that name
+//! `file:line`, the key, and what to do.
+//!
+//! Parsing is two passes over the same text: the first reads only the connector `type`s, the
+//! second deserialises each section straight into the connector's own config struct (chosen
+//! by that type), so every error keeps the exact span of the offending key or value.
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A validated pipeline file.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Where it was read from.
+    pub file: PathBuf,
+    /// `[a-z0-9_]+`: names the slot, publication, offsets and the staging log directory.
+    pub name: String,
+    /// The staging log lives in `<data_dir>/<name>`.
+    pub data_dir: PathBuf,
+    /// The one source.
+    pub source: SourceConfig,
+    /// One or more sinks, names unique.
+    pub sinks: Vec<SinkConfig>,
+    /// Staging log settings.
+    pub log: LogConfig,
+}
+
+impl PipelineConfig {
+    /// The staging log's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join(&self.name)
+    }
+}
+
+/// `[source]`, by `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// `type = "datagen"`.
+    Datagen(DatagenConfig),
+}
+
+impl SourceConfig {
+    /// The `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Datagen(_) => "datagen",
+        }
+    }
+}
+
+/// The source types this build has.
+pub const SOURCE_TYPES: &[&str] = &["datagen"];
+/// Source types SPEC.md names that land in later releases.
+const PLANNED_SOURCE_TYPES: &[&str] = &["postgres", "mysql"];
+/// The sink types this build has.
+pub const SINK_TYPES: &[&str] = &["file"];
+const PLANNED_SINK_TYPES: &[&str] = &["postgres", "mysql", "kafka"];
+
+/// `[source] type = "datagen"`: deterministic synthetic changes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatagenConfig {
+    #[serde(rename = "type")]
+    _type: String,
+    /// Tables `datagen.t0` .. `t{n-1}`.
+    #[serde(default = "DatagenConfig::default_table_count")]
+    pub table_count: PositiveU32,
+    /// Total change events; then the source is caught up.
+    #[serde(default = "DatagenConfig::default_events")]
+    pub events: u64,
+    /// Events per source transaction.
+    #[serde(default = "DatagenConfig::default_txn_size")]
+    pub txn_size: PositiveU64,
+    /// Approximate payload bytes per row.
+    #[serde(default = "DatagenConfig::default_row_bytes")]
+    pub row_bytes: u32,
+    /// Kind of changes.
+    #[serde(default)]
+    pub mix: Mix,
+    /// Events per second, 0 = as fast as possible.
+    #[serde(default)]
+    pub rate: u64,
+    /// Same seed, same events.
+    #[serde(default = "DatagenConfig::default_seed")]
+    pub seed: u64,
+}
+
+impl DatagenConfig {
+    fn default_table_count() -> PositiveU32 {
+        PositiveU32(2)
+    }
+    fn default_events() -> u64 {
+        1_000_000
+    }
+    fn default_txn_size() -> PositiveU64 {
+        PositiveU64(100)
+    }
+    fn default_row_bytes() -> u32 {
+        200
+    }
+    fn default_seed() -> u64 {
+        1
+    }
+
+    /// A config from its values (tests, benchmarks).
+    pub fn new(
+        table_count: u32,
+        events: u64,
+        txn_size: u64,
+        row_bytes: u32,
+        mix: Mix,
+        seed: u64,
+    ) -> Self {
+        DatagenConfig {
+            _type: "datagen".into(),
+            table_count: PositiveU32(table_count.max(1)),
+            events,
+            txn_size: PositiveU64(txn_size.max(1)),
+            row_bytes,
+            mix,
+            rate: 0,
+            seed,
+        }
+    }
+}
+
+/// Datagen's change mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    /// Inserts only.
+    #[default]
+    Insert,
+    /// Inserts, updates and deletes over existing ids.
+    Mixed,
+}
+
+/// `[[sinks]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// Unique name.
+    pub name: String,
+    /// Type-specific settings.
+    pub kind: SinkKind,
+}
+
+/// A sink's type-specific settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind {
+    /// `type = "file"`.
+    File(weir_file::FileSinkConfig),
+}
+
+impl SinkKind {
+    /// The `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkKind::File(_) => "file",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSinkSection {
+    name: SinkName,
+    #[serde(rename = "type")]
+    _type: String,
+    path: Expanded,
+}
+
+/// `[log]`: the staging log (optional section).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// The source pauses (at a transaction boundary) while the log holds more than this
+    /// many bytes not yet applied by every sink. Integer bytes or `"512MiB"`, `"4GiB"`.
+    #[serde(default = "LogConfig::default_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+impl LogConfig {
+    fn default_max_bytes() -> ByteSize {
+        ByteSize(4 << 30)
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_bytes: Self::default_max_bytes(),
+        }
+    }
+}
+
+/// A byte count, from an integer or a string with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let parse = |s: &str| -> Option<u64> {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (n, unit) = s.split_at(split);
+            let n: u64 = n.parse().ok()?;
+            let mult: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "KB" => 1000,
+                "KiB" => 1 << 10,
+                "MB" => 1_000_000,
+                "MiB" => 1 << 20,
+                "GB" => 1_000_000_000,
+                "GiB" => 1 << 30,
+                "TB" => 1_000_000_000_000,
+                "TiB" => 1 << 40,
+                _ => return None,
+            };
+            n.checked_mul(mult)
+        };
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse(&s).map(ByteSize).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "{s:?} is not a size; write bytes as an integer or e.g. \"512MiB\", \"4GiB\""
+                ))
+            }),
+        }
+    }
+}
+
+/// An integer of at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositiveU64(pub u64);
+impl<'de> Deserialize<'de> for PositiveU64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u64::deserialize(d)? {
+            0 => Err(de::Error::custom("must be at least 1")),
+            n => Ok(PositiveU64(n)),
+        }
+    }
+}
+
+/// An integer of at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositiveU32(pub u32);
+impl<'de> Deserialize<'de> for PositiveU32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(de::Error::custom("must be at least 1")),
+            n => Ok(PositiveU32(n)),
+        }
+    }
+}
+
+/// A string with `${VAR}` taken from the environment (`$$` is a literal `$`).
+struct Expanded(String);
+
+impl<'de> Deserialize<'de> for Expanded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_env(&raw, |k| std::env::var(k).ok())
+            .map(Expanded)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// Expands `${VAR}` from `lookup`; `$$` is a literal `$`.
+pub fn expand_env(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').ok_or_else(|| {
+                "unclosed `${`: write `${NAME}`, or `$$` for a literal `$`".to_string()
+            })?;
+            let name = &body[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable reference"
+                ));
+            }
+            let value = lookup(name).ok_or_else(|| {
+                format!("environment variable {name} is not set; export it before running weir")
+            })?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A name matching `[a-z0-9_]+`.
+struct PipelineName(String);
+impl<'de> Deserialize<'de> for PipelineName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty()
+            || s.len() > 48
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(de::Error::custom(format!(
+                "{s:?} is not a valid pipeline name: use 1 to 48 characters from a-z, 0-9 and _ \
+                 (it names replication slots and directories)"
+            )));
+        }
+        Ok(PipelineName(s))
+    }
+}
+
+/// A sink name: `[a-z0-9_-]+`.
+struct SinkName(String);
+impl<'de> Deserialize<'de> for SinkName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty()
+            || s.len() > 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(de::Error::custom(format!(
+                "{s:?} is not a valid sink name: use 1 to 64 characters from a-z, 0-9, _ and -"
+            )));
+        }
+        Ok(SinkName(s))
+    }
+}
+
+/// A configuration error, located in the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The pipeline file.
+    pub file: String,
+    /// 1-based line, where known.
+    pub line: Option<usize>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: None,
+        message: format!("cannot read the pipeline file: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Validates pipeline-file text (`path` is used for messages and to resolve relative paths).
+pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
+    let file = path.display().to_string();
+    let err_at = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+        file: file.clone(),
+        line: span.map(|s| line_of(text, s.start)),
+        message,
+    };
+    let toml_err = |e: toml::de::Error| {
+        let span = e.span();
+        let message = describe(text, span.clone(), e.message());
+        err_at(span, message)
+    };
+
+    // Pass 1: connector types only.
+    #[derive(Deserialize)]
+    struct Pass1 {
+        source: Option<toml::Spanned<TypeOnly>>,
+        sinks: Option<toml::Spanned<Vec<toml::Spanned<TypeOnly>>>>,
+    }
+    let pass1: Pass1 = toml::from_str(text).map_err(toml_err)?;
+    let source = pass1.source.ok_or_else(|| {
+        err_at(
+            None,
+            "missing the [source] section; see SPEC.md for an example".into(),
+        )
+    })?;
+    let source_type = check_type(&source, "[source]", SOURCE_TYPES, PLANNED_SOURCE_TYPES)
+        .map_err(|(s, m)| err_at(s, m))?;
+    let sinks = pass1
+        .sinks
+        .ok_or_else(|| err_at(None, "no [[sinks]]: add at least one sink, e.g. [[sinks]] name = \"files\" type = \"file\" path = \"./out\"".into()))?;
+    let mut sink_types = Vec::new();
+    for s in sinks.get_ref() {
+        sink_types.push(
+            check_type(s, "[[sinks]]", SINK_TYPES, PLANNED_SINK_TYPES)
+                .map_err(|(s, m)| err_at(s, m))?,
+        );
+    }
+
+    // Pass 2: everything, typed.
+    let de = toml::Deserializer::parse(text).map_err(toml_err)?;
+    let doc = DocSeed {
+        source_type: &source_type,
+        sink_types: &sink_types,
+    }
+    .deserialize(de)
+    .map_err(toml_err)?;
+
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let name = doc.name.ok_or_else(|| {
+        err_at(
+            Some(0..0),
+            "missing key `name` at the top of the file (e.g. name = \"shop\")".into(),
+        )
+    })?;
+    let mut sinks = doc.sinks;
+    for s in &mut sinks {
+        match &mut s.kind {
+            SinkKind::File(f) => f.path = resolve(std::mem::take(&mut f.path)),
+        }
+    }
+    for (i, s) in sinks.iter().enumerate() {
+        if sinks[..i].iter().any(|o| o.name == s.name) {
+            let span = sinks_span(text, i);
+            return Err(err_at(
+                span,
+                format!(
+                    "two sinks are named {:?}; sink names must be unique",
+                    s.name
+                ),
+            ));
+        }
+    }
+    let files: Vec<_> = sinks
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SinkKind::File(f) => Some((&s.name, &f.path)),
+        })
+        .collect();
+    for (i, (n, p)) in files.iter().enumerate() {
+        if let Some((o, _)) = files[..i].iter().find(|(_, q)| q == p) {
+            return Err(err_at(
+                sinks_span(text, i),
+                format!(
+                    "sinks {o:?} and {n:?} write to the same path {}; give each file sink its own directory",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(PipelineConfig {
+        file: path.to_path_buf(),
+        name,
+        data_dir: resolve(doc.data_dir.unwrap_or_else(|| PathBuf::from("./weir-data"))),
+        source: doc.source.expect("pass 1 found [source]"),
+        sinks,
+        log: doc.log.unwrap_or_default(),
+    })
+}
+
+type Span = Option<std::ops::Range<usize>>;
+
+#[derive(Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type")]
+    kind: Option<toml::Spanned<String>>,
+}
+
+fn check_type(
+    section: &toml::Spanned<TypeOnly>,
+    what: &str,
+    known: &[&str],
+    planned: &[&str],
+) -> Result<String, (Span, String)> {
+    let Some(kind) = &section.get_ref().kind else {
+        return Err((
+            Some(section.span()),
+            format!("{what} has no `type`; add type = one of {}", quoted(known)),
+        ));
+    };
+    let (name, span) = (kind.get_ref().clone(), kind.span());
+    if known.contains(&name.as_str()) {
+        return Ok(name);
+    }
+    if planned.contains(&name.as_str()) {
+        return Err((
+            Some(span),
+            format!(
+                "{what} type {name:?} is not available in this weir build yet; available: {}",
+                quoted(known)
+            ),
+        ));
+    }
+    let hint = closest(&name, known)
+        .map(|c| format!(" (did you mean {c:?}?)"))
+        .unwrap_or_default();
+    Err((
+        Some(span),
+        format!(
+            "unknown {what} type {name:?}{hint}; available: {}",
+            quoted(known)
+        ),
+    ))
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The span of the `i`-th `[[sinks]]` header.
+fn sinks_span(text: &str, i: usize) -> Span {
+    let mut seen = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with("[[sinks]]") {
+            if seen == i {
+                return Some(offset..offset);
+            }
+            seen += 1;
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Turns a toml/serde message into one that names the section and key, and suggests the
+/// closest known key for a typo.
+fn describe(text: &str, span: Span, message: &str) -> String {
+    let mut section = String::from("the top level");
+    let mut key = None;
+    if let Some(span) = &span {
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[line_start..].lines().next().unwrap_or("");
+        if let Some((k, _)) = line.split_once('=') {
+            key = Some(k.trim().trim_matches('"').to_string());
+        }
+        for l in text[..line_start].lines().rev() {
+            let t = l.trim();
+            if t.starts_with('[') {
+                section = t.split('#').next().unwrap_or(t).trim().to_string();
+                break;
+            }
+        }
+        if line.trim_start().starts_with('[') {
+            section = line
+                .trim()
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            key = None;
+        }
+    }
+    let message = message.trim();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let hint = closest(field, &expected)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return format!(
+            "unknown key `{field}` in {section}{hint}; known keys: {}",
+            expected.join(", ")
+        );
+    }
+    match key {
+        Some(k) => format!("in {section}, key `{k}`: {message}"),
+        None => format!("in {section}: {message}"),
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if close enough to be a typo.
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let dist = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1; b.len() + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1);
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    candidates
+        .iter()
+        .map(|c| (dist(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+struct Doc {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    source: Option<SourceConfig>,
+    sinks: Vec<SinkConfig>,
+    log: Option<LogConfig>,
+}
+
+const TOP_KEYS: &[&str] = &["name", "data_dir", "source", "sinks", "log"];
+
+struct DocSeed<'a> {
+    source_type: &'a str,
+    sink_types: &'a [String],
+}
+
+impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
+    type Value = Doc;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Doc, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocSeed<'_> {
+    type Value = Doc;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a pipeline file")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc, A::Error> {
+        let mut doc = Doc {
+            name: None,
+            data_dir: None,
+            source: None,
+            sinks: Vec::new(),
+            log: None,
+        };
+        while let Some(key) = map.next_key_seed(KeySeed(TOP_KEYS))? {
+            match key {
+                "name" => doc.name = Some(map.next_value::<PipelineName>()?.0),
+                "data_dir" => doc.data_dir = Some(PathBuf::from(map.next_value::<Expanded>()?.0)),
+                "source" => {
+                    doc.source = Some(match self.source_type {
+                        "datagen" => SourceConfig::Datagen(map.next_value::<DatagenConfig>()?),
+                        other => {
+                            return Err(de::Error::custom(format!("unknown source type {other:?}")));
+                        }
+                    })
+                }
+                "sinks" => doc.sinks = map.next_value_seed(SinksSeed(self.sink_types))?,
+                "log" => doc.log = Some(map.next_value::<LogConfig>()?),
+                _ => unreachable!("KeySeed admits only TOP_KEYS"),
+            }
+        }
+        Ok(doc)
+    }
+}
+
+/// Deserialises a key, admitting only `known` (so an unknown key's error carries its span).
+struct KeySeed(&'static [&'static str]);
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = &'static str;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
+        let key = String::deserialize(d)?;
+        self.0
+            .iter()
+            .find(|k| **k == key)
+            .copied()
+            .ok_or_else(|| de::Error::unknown_field(&key, self.0))
+    }
+}
+
+struct SinksSeed<'a>(&'a [String]);
+impl<'de> DeserializeSeed<'de> for SinksSeed<'_> {
+    type Value = Vec<SinkConfig>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<SinkConfig>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+impl<'de> Visitor<'de> for SinksSeed<'_> {
+    type Value = Vec<SinkConfig>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of [[sinks]] tables")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<SinkConfig>, A::Error> {
+        let mut out = Vec::new();
+        for kind in self.0 {
+            let sink = match kind.as_str() {
+                "file" => seq.next_element::<FileSinkSection>()?.map(|s| SinkConfig {
+                    name: s.name.0,
+                    kind: SinkKind::File(weir_file::FileSinkConfig {
+                        path: PathBuf::from(s.path.0),
+                    }),
+                }),
+                other => return Err(de::Error::custom(format!("unknown sink type {other:?}"))),
+            };
+            out.extend(sink);
+        }
+        Ok(out)
+    }
+}
+
+/// A connection URL with its password replaced by `****`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{}{user}:****{}", &url[..scheme_end + 3], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion() {
+        let env = |k: &str| (k == "PW").then(|| "s3cr$t".to_string());
+        assert_eq!(expand_env("a${PW}b", env).unwrap(), "as3cr$tb");
+        assert_eq!(expand_env("cost $$5 $x", env).unwrap(), "cost $5 $x");
+        assert!(
+            expand_env("${NOPE}", env)
+                .unwrap_err()
+                .contains("NOPE is not set")
+        );
+        assert!(expand_env("${PW", env).is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://weir:hunter2@127.0.0.1:5432/shop"),
+            "postgres://weir:****@127.0.0.1:5432/shop"
+        );
+        assert_eq!(redact_url("postgres://weir@h/db"), "postgres://weir@h/db");
+        assert_eq!(redact_url("mysql://u:p@ss:w@h/db"), "mysql://u:****@h/db");
+    }
+
+    #[test]
+    fn typo_suggestions() {
+        assert_eq!(closest("tabels", &["tables", "exclude"]), Some("tables"));
+        assert_eq!(closest("zzz", &["tables"]), None);
+    }
+}

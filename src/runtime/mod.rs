@@ -1,0 +1,623 @@
+//! The pipeline runtime: one source task, the staging log's writer thread, one task per sink.
+//!
+//! ```text
+//!            ┌──────────── ack(durable position) ◀──────────┐
+//!            ▼                                              │
+//!  source task ──WriteOp (bounded queue)──▶ log writer ──▶ head (watch)
+//!     ▲ pauses while the backlog is over [log] max_bytes          │
+//!     └───────── cursor moved ◀────┐                               ▼
+//!                                  └── sink task (one per sink): read ▶ apply ▶ cursor
+//! ```
+//!
+//! - The source is acknowledged only up to the log's durable head.
+//! - Each sink reads at its own cursor; a failing sink retries with exponential backoff from
+//!   what its target says it has applied, and never blocks the other sinks.
+//! - Backpressure: while the log holds more than `max_bytes` not yet applied by every sink,
+//!   the source pauses at its next transaction boundary (a transaction larger than the limit
+//!   still goes through whole: pausing inside it could never end).
+//! - Stop: the source stops at a transaction boundary (a transaction in progress is rolled
+//!   back in the log and re-read on restart), the writer drains, sinks finish the batch in
+//!   hand. `once`: stage up to the source's end position at start-up, then wait until every
+//!   sink has applied it.
+
+mod backoff;
+
+use crate::log::{Cursor, LogError, LogWriter, StagingLog, WriteOp};
+use async_trait::async_trait;
+use backoff::Backoff;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+use weir_api::{ConnectorError, Sink, SinkContext, Source, SourceInfo, SourceItem, SourcePosition};
+
+/// Builds the source (again after a transient failure).
+#[async_trait]
+pub trait SourceFactory: Send + Sync {
+    /// Envelope facts, known before the source connects.
+    fn info(&self) -> SourceInfo;
+    /// A fresh source.
+    async fn build(&self) -> weir_api::Result<Box<dyn Source>>;
+}
+
+/// Builds a sink (again after every failure).
+#[async_trait]
+pub trait SinkFactory: Send + Sync {
+    /// A fresh sink.
+    async fn build(&self, ctx: SinkContext) -> weir_api::Result<Box<dyn Sink>>;
+}
+
+/// A sink of the pipeline.
+#[derive(Clone)]
+pub struct SinkSpec {
+    /// Unique name.
+    pub name: String,
+    /// How to build it.
+    pub factory: Arc<dyn SinkFactory>,
+}
+
+/// Everything the runtime needs.
+pub struct Pipeline {
+    /// Pipeline name.
+    pub name: String,
+    /// The opened staging log.
+    pub log: Arc<StagingLog>,
+    /// Backpressure threshold in bytes.
+    pub max_log_bytes: u64,
+    /// The source.
+    pub source: Arc<dyn SourceFactory>,
+    /// The sinks.
+    pub sinks: Vec<SinkSpec>,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stage up to the source's end position at start-up, wait for every sink, return.
+    pub once: bool,
+}
+
+/// Why a pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The source failed definitely.
+    #[error("source: {0}")]
+    Source(#[source] ConnectorError),
+    /// A sink failed definitely.
+    #[error("sink {name}: {error}")]
+    Sink {
+        /// Sink name.
+        name: String,
+        /// Cause.
+        #[source]
+        error: ConnectorError,
+    },
+    /// The staging log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Counters the runtime keeps (progress lines; later the admin plane).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Change events staged.
+    pub staged_events: AtomicU64,
+    /// Transactions staged.
+    pub staged_txns: AtomicU64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Change events staged in this run.
+    pub staged_events: u64,
+    /// Head sequence at the end.
+    pub head_seq: u64,
+}
+
+/// Runs the pipeline until `stop` turns true (or, with `once`, until done).
+pub async fn run(
+    p: Pipeline,
+    opts: RunOptions,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Summary, RuntimeError> {
+    let log = Arc::clone(&p.log);
+    for name in log.cursors().keys() {
+        if !p.sinks.iter().any(|s| &s.name == name) {
+            warn!(sink = %name, "sink is no longer in the pipeline file; forgetting its cursor");
+            log.remove_cursor(name)?;
+        }
+    }
+    let stats = Arc::new(Stats::default());
+    // Internal stop: the caller's stop, or a definite failure of the source.
+    let (halt_tx, halt_rx) = watch::channel(false);
+    let (final_tx, final_rx) = watch::channel(None::<u64>);
+    let info = p.source.info();
+
+    let mut sinks = JoinSet::new();
+    for spec in &p.sinks {
+        let ctx = SinkContext {
+            pipeline: p.name.clone(),
+            sink: spec.name.clone(),
+            source: info.clone(),
+        };
+        sinks.spawn(sink_task(
+            Arc::clone(&log),
+            spec.clone(),
+            ctx,
+            opts.once,
+            final_rx.clone(),
+            halt_rx.clone(),
+        ));
+    }
+    let retention = tokio::spawn(retention_task(
+        Arc::clone(&log),
+        p.sinks.iter().map(|s| s.name.clone()).collect(),
+        halt_rx.clone(),
+        final_rx.clone(),
+    ));
+    let reporter = tokio::spawn(report_task(
+        Arc::clone(&log),
+        Arc::clone(&stats),
+        halt_rx.clone(),
+    ));
+
+    // Forward the caller's stop to every task.
+    let forward = {
+        let halt_tx = halt_tx.clone();
+        tokio::spawn(async move {
+            wait_true(&mut stop).await;
+            let _ = halt_tx.send(true);
+        })
+    };
+    let writer = log.writer(64)?;
+    let source_result = source_task(
+        &log,
+        &writer,
+        p.source.as_ref(),
+        opts.once,
+        p.max_log_bytes,
+        &stats,
+        halt_rx.clone(),
+    )
+    .await;
+    let writer_result = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .unwrap_or_else(|_| Err(LogError::Protocol("the staging log writer panicked".into())));
+    let mut first_error = None;
+    if let Err(e) = writer_result {
+        first_error = Some(RuntimeError::Log(e));
+    }
+    match source_result {
+        Err(e) if first_error.is_none() => first_error = Some(e),
+        _ => {}
+    }
+    let head = log.head();
+    if opts.once && first_error.is_none() && !*halt_rx.borrow() {
+        let _ = final_tx.send(Some(head.seq));
+        info!(
+            head = head.seq,
+            "source caught up; waiting for the sinks to apply everything"
+        );
+    } else {
+        let _ = halt_tx.send(true);
+    }
+    while let Some(joined) = sinks.join_next().await {
+        let result = joined.unwrap_or_else(|e| {
+            Err(RuntimeError::Log(LogError::Protocol(format!(
+                "a sink task panicked: {e}"
+            ))))
+        });
+        if let Err(e) = result {
+            if first_error.is_none() {
+                first_error = Some(e);
+            }
+        }
+    }
+    forward.abort();
+    let _ = halt_tx.send(true);
+    let _ = retention.await;
+    reporter.abort();
+    if let Some(min) = log.cursors().values().map(|c| c.seq).min() {
+        log.retain_below(min)?;
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(Summary {
+            staged_events: stats.staged_events.load(Ordering::Relaxed),
+            head_seq: log.head().seq,
+        }),
+    }
+}
+
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Stages the source until stopped, or (once) until its end position at start-up.
+async fn source_task(
+    log: &Arc<StagingLog>,
+    writer: &LogWriter,
+    factory: &dyn SourceFactory,
+    once: bool,
+    max_log_bytes: u64,
+    stats: &Stats,
+    mut halt: watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let mut backoff = Backoff::new();
+    let mut target = None;
+    loop {
+        match source_session(
+            log,
+            writer,
+            factory,
+            once,
+            &mut target,
+            max_log_bytes,
+            stats,
+            &mut halt,
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(SessionError::Log(e)) => return Err(RuntimeError::Log(e)),
+            Err(SessionError::Connector(e)) if e.is_transient() => {
+                writer.send(WriteOp::Rollback).await?;
+                let delay = backoff.next_delay();
+                warn!(error = %chain(&e), retry_in = ?delay, "source failed; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wait_true(&mut halt) => return Ok(()),
+                }
+            }
+            Err(SessionError::Connector(e)) => return Err(RuntimeError::Source(e)),
+        }
+    }
+}
+
+enum SessionError {
+    Connector(ConnectorError),
+    Log(LogError),
+}
+
+impl From<ConnectorError> for SessionError {
+    fn from(e: ConnectorError) -> Self {
+        SessionError::Connector(e)
+    }
+}
+impl From<LogError> for SessionError {
+    fn from(e: LogError) -> Self {
+        SessionError::Log(e)
+    }
+}
+
+fn reached(pos: &SourcePosition, target: &Option<SourcePosition>) -> bool {
+    target.as_ref().is_some_and(|t| {
+        matches!(
+            pos.partial_cmp(t),
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn source_session(
+    log: &Arc<StagingLog>,
+    writer: &LogWriter,
+    factory: &dyn SourceFactory,
+    once: bool,
+    target: &mut Option<SourcePosition>,
+    max_log_bytes: u64,
+    stats: &Stats,
+    halt: &mut watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let mut source = factory.build().await?;
+    let resume = log.head().position;
+    source.start(resume.clone()).await?;
+    if once && target.is_none() {
+        let end = source.end_position().await?;
+        info!(end = %end, "run --once: staging up to the source's current end");
+        *target = Some(end);
+    }
+    if once && resume.as_ref().is_some_and(|r| reached(r, target)) {
+        return Ok(());
+    }
+    let mut durable = log.subscribe();
+    let mut acked = resume;
+    let mut in_txn = false;
+    let mut last_sent: Option<SourcePosition> = None;
+    let mut paused = false;
+    loop {
+        if !in_txn && log.backlog_bytes() > max_log_bytes {
+            if !paused {
+                paused = true;
+                warn!(
+                    backlog = log.backlog_bytes(),
+                    max = max_log_bytes,
+                    "staging log is full; pausing the source until sinks catch up"
+                );
+            }
+            let moved = log.cursor_moved.notified();
+            tokio::select! {
+                _ = moved => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = wait_true(halt) => return Ok(()),
+            }
+            continue;
+        }
+        if paused {
+            paused = false;
+            info!("staging log has room again; resuming the source");
+        }
+        let item = tokio::select! {
+            biased;
+            _ = wait_true(halt) => {
+                if in_txn {
+                    writer.send(WriteOp::Rollback).await?;
+                }
+                return Ok(());
+            }
+            changed = durable.changed() => {
+                if changed.is_ok() {
+                    let pos = durable.borrow_and_update().position.clone();
+                    if pos.is_some() && pos != acked {
+                        if let Some(p) = &pos {
+                            source.ack(p).await?;
+                        }
+                        acked = pos;
+                    }
+                }
+                continue;
+            }
+            item = source.next() => item?,
+        };
+        let commit = match item {
+            SourceItem::Schema(s) => {
+                writer.send(WriteOp::Schema(s)).await?;
+                None
+            }
+            SourceItem::Changes(changes) => {
+                in_txn = true;
+                stats
+                    .staged_events
+                    .fetch_add(changes.len() as u64, Ordering::Relaxed);
+                writer.send(WriteOp::Changes(changes)).await?;
+                None
+            }
+            SourceItem::Commit(c) => Some(c),
+            SourceItem::Transaction(t) => {
+                stats
+                    .staged_events
+                    .fetch_add(t.changes.len() as u64, Ordering::Relaxed);
+                writer.send(WriteOp::Changes(t.changes)).await?;
+                Some(t.commit)
+            }
+            SourceItem::Heartbeat(p) => {
+                if once && !in_txn && reached(&p, target) {
+                    break;
+                }
+                None
+            }
+        };
+        if let Some(c) = commit {
+            in_txn = false;
+            let pos = c.position.clone();
+            stats.staged_txns.fetch_add(1, Ordering::Relaxed);
+            writer.send(WriteOp::Commit(c)).await?;
+            let done = once && reached(&pos, target);
+            last_sent = Some(pos);
+            if done {
+                break;
+            }
+        }
+        if writer.is_closed() {
+            return Err(LogError::WriterGone.into());
+        }
+    }
+    // Acknowledge the last transaction once it is durable.
+    if let Some(last) = last_sent {
+        loop {
+            if durable.borrow_and_update().position.as_ref() == Some(&last) {
+                source.ack(&last).await?;
+                break;
+            }
+            if durable.changed().await.is_err() || writer.is_closed() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the log to one sink, restarting it with backoff after failures.
+async fn sink_task(
+    log: Arc<StagingLog>,
+    spec: SinkSpec,
+    ctx: SinkContext,
+    once: bool,
+    mut final_seq: watch::Receiver<Option<u64>>,
+    mut halt: watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let mut progressed = false;
+        let result = sink_session(
+            &log,
+            &spec,
+            &ctx,
+            once,
+            &mut final_seq,
+            &mut halt,
+            &mut progressed,
+        )
+        .await;
+        if progressed {
+            backoff.reset();
+        }
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next_delay();
+                warn!(sink = %spec.name, error = %chain(&e), retry_in = ?delay, "sink failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wait_true(&mut halt) => return Ok(()),
+                }
+            }
+            Err(error) => {
+                return Err(RuntimeError::Sink {
+                    name: spec.name.clone(),
+                    error,
+                });
+            }
+        }
+    }
+}
+
+fn log_err(e: LogError) -> ConnectorError {
+    match e {
+        LogError::Rocks { .. } => ConnectorError::transient_from("staging log read failed", e),
+        other => ConnectorError::definite_from("staging log read failed", other),
+    }
+}
+
+async fn sink_session(
+    log: &Arc<StagingLog>,
+    spec: &SinkSpec,
+    ctx: &SinkContext,
+    once: bool,
+    final_seq: &mut watch::Receiver<Option<u64>>,
+    halt: &mut watch::Receiver<bool>,
+    progressed: &mut bool,
+) -> Result<(), ConnectorError> {
+    let mut sink = spec.factory.build(ctx.clone()).await?;
+    let committed = sink.committed().await?.unwrap_or(0);
+    let head = log.head().seq;
+    if committed > head {
+        return Err(ConnectorError::definite(format!(
+            "the target says it applied log record {committed}, but the staging log {} ends at {head}: \
+             the staging log was deleted or replaced. Point the sink at a fresh target (or clear its \
+             weir state) to rebuild it",
+            log.path().display()
+        )));
+    }
+    if committed + 1 < log.first_seq() {
+        return Err(ConnectorError::definite(format!(
+            "the target has applied up to log record {committed}, but the staging log keeps records \
+             from {} on: the records in between are gone. Re-snapshot this sink's target",
+            log.first_seq()
+        )));
+    }
+    let mut cursor = log
+        .cursor_at(committed)
+        .map_err(log_err)?
+        .unwrap_or(Cursor {
+            seq: committed,
+            bytes_total: 0,
+        });
+    log.set_cursor(&spec.name, cursor).map_err(log_err)?;
+    let mut reader = log.reader();
+    let mut next = committed + 1;
+    let mut heads = log.subscribe();
+    loop {
+        if *halt.borrow() {
+            return Ok(());
+        }
+        if once && final_seq.borrow().is_some_and(|f| cursor.seq >= f) {
+            info!(sink = %spec.name, applied = cursor.seq, "sink caught up");
+            return Ok(());
+        }
+        let head = heads.borrow_and_update().seq;
+        if next > head {
+            tokio::select! {
+                _ = heads.changed() => {}
+                _ = final_seq.changed() => {}
+                _ = halt.changed() => {}
+            }
+            continue;
+        }
+        let batch =
+            tokio::task::block_in_place(|| reader.read(next, head, 8192)).map_err(log_err)?;
+        sink.apply(&batch.entries).await?;
+        *progressed = true;
+        next = batch.entries.last().map_or(next, |e| e.seq + 1);
+        if let Some(c) = batch.last_commit {
+            cursor = c;
+            log.set_cursor(&spec.name, c).map_err(log_err)?;
+        }
+    }
+}
+
+/// Deletes what every sink has applied, once a second.
+async fn retention_task(
+    log: Arc<StagingLog>,
+    sinks: Vec<String>,
+    mut halt: watch::Receiver<bool>,
+    _final: watch::Receiver<Option<u64>>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = wait_true(&mut halt) => return,
+        }
+        let cursors = log.cursors();
+        let min = sinks
+            .iter()
+            .map(|s| cursors.get(s).map_or(0, |c| c.seq))
+            .min();
+        if let Some(min) = min {
+            if let Err(e) = log.retain_below(min) {
+                warn!(error = %chain(&e), "staging log retention failed; will retry");
+            }
+        }
+    }
+}
+
+/// A progress line every 10 seconds.
+async fn report_task(log: Arc<StagingLog>, stats: Arc<Stats>, mut halt: watch::Receiver<bool>) {
+    let mut last = 0;
+    let period = Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = wait_true(&mut halt) => return,
+        }
+        let staged = stats.staged_events.load(Ordering::Relaxed);
+        let head = log.head();
+        let lags: Vec<String> = log
+            .cursors()
+            .iter()
+            .map(|(n, c)| format!("{n}={}", head.seq.saturating_sub(c.seq)))
+            .collect();
+        info!(
+            staged_events = staged,
+            rate = (staged - last) / period.as_secs(),
+            head = head.seq,
+            backlog_bytes = log.backlog_bytes(),
+            sink_lag_records = %lags.join(","),
+            "progress"
+        );
+        last = staged;
+    }
+}
+
+/// An error with its causes, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,311 @@
+//! End to end: datagen → staging log → file sink, through the binary and the engine.
+
+use crate::common::*;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use weir::config::{DatagenConfig, Mix};
+use weir::log::{LogOptions, StagingLog};
+use weir::runtime::{self, Pipeline, RunOptions, SinkFactory, SinkSpec, SourceFactory};
+use weir_api::{ConnectorError, LogEntry, Sink, SinkContext, Source, SourceInfo};
+
+#[test]
+fn million_events_in_ten_thousand_transactions_arrive_exactly() {
+    let dir = TempDir::new("e2e-1m");
+    let cfg = DatagenConfig::new(4, 1_000_000, 100, 100, Mix::Mixed, 42);
+    let pipeline = datagen_pipeline(dir.path(), &cfg, "");
+    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
+    assert!(
+        out.status.success(),
+        "weir run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
+
+    // The log knows it has 10,000 transactions, and the sink applied all of them.
+    let status = run(weir().args(["status", "--json"]).arg(&pipeline));
+    assert!(status.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(s["log"]["transactions"], 10_000);
+    assert_eq!(s["source"]["position"], "event=1000000");
+    assert_eq!(s["sinks"][0]["lag_records"], 0);
+
+    // Run again: nothing new, nothing duplicated.
+    let again = run(weir().args(["run", "--once"]).arg(&pipeline));
+    assert!(again.status.success());
+    assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
+}
+
+#[test]
+fn sigkilled_runs_resume_without_loss_duplicates_or_partial_lines() {
+    let dir = TempDir::new("e2e-kill");
+    let cfg = DatagenConfig::new(3, 300_000, 250, 80, Mix::Mixed, 9);
+    let pipeline = datagen_pipeline(dir.path(), &cfg, "rate = 100000");
+    let mut rng = Rng(5);
+    for round in 0..8 {
+        let mut child = weir().arg("run").arg(&pipeline).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.range(200, 900)));
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "round {round}: weir exited before the kill"
+        );
+    }
+    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
+}
+
+#[test]
+fn sigterm_stops_gracefully_with_exit_0_and_resumes() {
+    let dir = TempDir::new("e2e-term");
+    let cfg = DatagenConfig::new(2, 100_000, 100, 50, Mix::Insert, 3);
+    let pipeline = datagen_pipeline(dir.path(), &cfg, "rate = 50000");
+    let mut child = weir().arg("run").arg(&pipeline).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful stop must exit 0");
+    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
+}
+
+#[test]
+fn five_million_row_transaction_streams_with_bounded_memory() {
+    let dir = TempDir::new("e2e-big");
+    let cfg = DatagenConfig::new(1, 5_000_000, 5_000_000, 16, Mix::Insert, 1);
+    let pipeline = datagen_pipeline(dir.path(), &cfg, "");
+    let mut child = weir()
+        .args(["run", "--once"])
+        .arg(&pipeline)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        peak = peak.max(peak_rss(pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    eprintln!("5,000,000-row transaction: peak RSS {} MiB", peak >> 20);
+    // The transaction's rows take well over 1 GiB as events; a bound far below that shows
+    // memory does not grow with transaction size.
+    assert!(peak > 0 && peak < 250 << 20, "peak RSS {} MiB", peak >> 20);
+    let file = dir.path().join("out/datagen.t0.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 5_000_000);
+    assert!(text.ends_with('\n'));
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["after"]["id"], 5_000_000);
+    assert_eq!(last["source"]["txid"], "1");
+}
+
+/// A sink that fails every other `apply` call, after applying the first half of the batch
+/// (as a crash mid-batch would).
+struct Flaky {
+    inner: Box<dyn Sink>,
+    calls: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Sink for Flaky {
+    async fn committed(&mut self) -> weir_api::Result<Option<u64>> {
+        self.inner.committed().await
+    }
+    async fn apply(&mut self, entries: &[LogEntry]) -> weir_api::Result<()> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+            self.inner.apply(&entries[..entries.len() / 2]).await?;
+            return Err(ConnectorError::transient("injected failure"));
+        }
+        self.inner.apply(entries).await
+    }
+}
+
+struct FlakyFactory {
+    cfg: weir_file::FileSinkConfig,
+    calls: Arc<AtomicU64>,
+    builds: AtomicU64,
+}
+
+#[async_trait]
+impl SinkFactory for FlakyFactory {
+    async fn build(&self, ctx: SinkContext) -> weir_api::Result<Box<dyn Sink>> {
+        self.builds.fetch_add(1, Ordering::SeqCst);
+        let inner = weir_file::FileSink::open(&self.cfg, ctx)?;
+        Ok(Box::new(Flaky {
+            inner: Box::new(inner),
+            calls: Arc::clone(&self.calls),
+        }))
+    }
+}
+
+struct DatagenFactory(DatagenConfig);
+
+#[async_trait]
+impl SourceFactory for DatagenFactory {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            connector: "datagen".into(),
+            name: "t".into(),
+            db: "datagen".into(),
+        }
+    }
+    async fn build(&self) -> weir_api::Result<Box<dyn Source>> {
+        Ok(Box::new(weir::datagen::Datagen::new(self.0.clone(), "t")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_failing_every_other_call_still_ends_exactly_equal_and_does_not_block_others() {
+    let dir = TempDir::new("e2e-flaky");
+    let cfg = DatagenConfig::new(3, 300_000, 100, 60, Mix::Mixed, 11);
+    let log = StagingLog::open(&dir.path().join("log"), LogOptions::default()).unwrap();
+    let flaky = Arc::new(FlakyFactory {
+        cfg: weir_file::FileSinkConfig {
+            path: dir.path().join("flaky"),
+        },
+        calls: Arc::new(AtomicU64::new(0)),
+        builds: AtomicU64::new(0),
+    });
+    struct Healthy(weir_file::FileSinkConfig);
+    #[async_trait]
+    impl SinkFactory for Healthy {
+        async fn build(&self, ctx: SinkContext) -> weir_api::Result<Box<dyn Sink>> {
+            Ok(Box::new(weir_file::FileSink::open(&self.0, ctx)?))
+        }
+    }
+    let pipeline = Pipeline {
+        name: "t".into(),
+        log: Arc::clone(&log),
+        max_log_bytes: u64::MAX,
+        source: Arc::new(DatagenFactory(cfg.clone())),
+        sinks: vec![
+            SinkSpec {
+                name: "flaky".into(),
+                factory: flaky.clone(),
+            },
+            SinkSpec {
+                name: "healthy".into(),
+                factory: Arc::new(Healthy(weir_file::FileSinkConfig {
+                    path: dir.path().join("healthy"),
+                })),
+            },
+        ],
+    };
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    runtime::run(pipeline, RunOptions { once: true }, stop_rx)
+        .await
+        .unwrap();
+    let calls = flaky.calls.load(Ordering::SeqCst);
+    let builds = flaky.builds.load(Ordering::SeqCst);
+    eprintln!(
+        "flaky sink: {calls} apply calls, {builds} builds, {:?}",
+        started.elapsed()
+    );
+    assert!(
+        calls >= 10,
+        "the flaky sink must have failed many times (calls {calls})"
+    );
+    assert!(
+        builds >= calls / 2,
+        "every failure rebuilds the sink (builds {builds}, calls {calls})"
+    );
+    assert_output_matches_datagen(&dir.path().join("flaky"), &cfg, "t");
+    assert_output_matches_datagen(&dir.path().join("healthy"), &cfg, "t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_pauses_the_source_while_a_sink_lags() {
+    struct Slow(weir_file::FileSinkConfig, Arc<AtomicU64>);
+    struct SlowSink(Box<dyn Sink>, Arc<AtomicU64>);
+    #[async_trait]
+    impl Sink for SlowSink {
+        async fn committed(&mut self) -> weir_api::Result<Option<u64>> {
+            self.0.committed().await
+        }
+        async fn apply(&mut self, entries: &[LogEntry]) -> weir_api::Result<()> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.1.fetch_add(1, Ordering::SeqCst);
+            // Apply a few entries at a time so the sink lags far behind.
+            self.0.apply(entries).await
+        }
+    }
+    #[async_trait]
+    impl SinkFactory for Slow {
+        async fn build(&self, ctx: SinkContext) -> weir_api::Result<Box<dyn Sink>> {
+            Ok(Box::new(SlowSink(
+                Box::new(weir_file::FileSink::open(&self.0, ctx)?),
+                Arc::clone(&self.1),
+            )))
+        }
+    }
+    let dir = TempDir::new("e2e-bp");
+    let cfg = DatagenConfig::new(1, 200_000, 100, 100, Mix::Insert, 2);
+    let log = StagingLog::open(&dir.path().join("log"), LogOptions::default()).unwrap();
+    let applies = Arc::new(AtomicU64::new(0));
+    let max = 2 << 20;
+    let pipeline = Pipeline {
+        name: "t".into(),
+        log: Arc::clone(&log),
+        max_log_bytes: max,
+        source: Arc::new(DatagenFactory(cfg.clone())),
+        sinks: vec![SinkSpec {
+            name: "slow".into(),
+            factory: Arc::new(Slow(
+                weir_file::FileSinkConfig {
+                    path: dir.path().join("out"),
+                },
+                applies.clone(),
+            )),
+        }],
+    };
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut worst = 0;
+            for _ in 0..400 {
+                worst = worst.max(log.backlog_bytes());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            worst
+        })
+    };
+    runtime::run(pipeline, RunOptions { once: true }, stop_rx)
+        .await
+        .unwrap();
+    let worst = watcher.await.unwrap();
+    eprintln!("worst backlog {worst} bytes with a limit of {max}");
+    // The source stops at the first transaction boundary past the limit.
+    assert!(
+        worst <= max + (64 << 10),
+        "backlog {worst} exceeded the limit {max}"
+    );
+    assert!(
+        worst > max / 2,
+        "the sink should have lagged (backlog {worst})"
+    );
+    assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
+}
