@@ -665,7 +665,9 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                     doc.source = Some(match self.source_type {
                         "datagen" => SourceConfig::Datagen(map.next_value::<DatagenConfig>()?),
                         other => {
-                            return Err(de::Error::custom(format!("unknown source type {other:?}")));
+                            return Err(de::Error::custom(format!(
+                                "unknown source type {other:?}"
+                            )));
                         }
                     })
                 }

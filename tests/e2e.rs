@@ -265,7 +265,7 @@ async fn backpressure_pauses_the_source_while_a_sink_lags() {
     let cfg = DatagenConfig::new(1, 200_000, 100, 100, Mix::Insert, 2);
     let log = StagingLog::open(&dir.path().join("log"), LogOptions::default()).unwrap();
     let applies = Arc::new(AtomicU64::new(0));
-    let max = 2 << 20;
+    let max = 4 << 20;
     let pipeline = Pipeline {
         name: "t".into(),
         log: Arc::clone(&log),

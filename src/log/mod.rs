@@ -115,6 +115,9 @@ pub struct StagingLog {
     path: PathBuf,
     opts: LogOptions,
     head: watch::Sender<Head>,
+    /// Bytes the writer has encoded so far, visible or not (ahead of `head` while a group
+    /// or a large transaction is being written).
+    appended_bytes: std::sync::atomic::AtomicU64,
     first: Mutex<u64>,
     cursors: Mutex<BTreeMap<String, Cursor>>,
     /// Woken whenever a cursor moves (the backpressured source waits on it).
@@ -209,6 +212,7 @@ impl StagingLog {
                 bytes_total: 0,
                 txns: 0,
             }),
+            appended_bytes: std::sync::atomic::AtomicU64::new(0),
             first: Mutex::new(1),
             cursors: Mutex::new(BTreeMap::new()),
             cursor_moved: Notify::new(),
@@ -360,9 +364,12 @@ impl StagingLog {
         Ok(())
     }
 
-    /// Bytes staged but not yet applied by the slowest sink.
+    /// Bytes staged (or being staged) but not yet applied by the slowest sink.
     pub fn backlog_bytes(&self) -> u64 {
-        let head = self.head.borrow().bytes_total;
+        let head = self.head.borrow().bytes_total.max(
+            self.appended_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let min = self
             .cursors
             .lock()
@@ -449,6 +456,11 @@ impl StagingLog {
     /// Starts the single writer thread.
     pub fn writer(self: &Arc<Self>, queue: usize) -> Result<LogWriter, LogError> {
         writer::start(Arc::clone(self), queue)
+    }
+
+    pub(crate) fn note_appended(&self, bytes_total: u64) {
+        self.appended_bytes
+            .store(bytes_total, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn publish_head(&self, head: Head) {

@@ -87,10 +87,14 @@ impl WriterState {
             let mut batch = WriteBatch::default();
             let mut committed = false;
             committed |= self.apply(op, &mut batch)?;
+            self.log.note_appended(self.bytes_total);
             // Group commit: take everything already waiting, up to a bound.
             while batch.size_in_bytes() < group_bytes {
                 match rx.try_recv() {
-                    Ok(op) => committed |= self.apply(op, &mut batch)?,
+                    Ok(op) => {
+                        committed |= self.apply(op, &mut batch)?;
+                        self.log.note_appended(self.bytes_total);
+                    }
                     Err(_) => break,
                 }
                 // A huge transaction with no commit in sight: write its chunk out unsynced.

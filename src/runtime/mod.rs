@@ -334,6 +334,28 @@ async fn source_session(
     let mut last_sent: Option<SourcePosition> = None;
     let mut paused = false;
     loop {
+        // Near the limit, let the writer catch up first, so the backlog figure includes
+        // everything sent and the limit holds to within one transaction.
+        if !in_txn && log.backlog_bytes() > max_log_bytes / 2 {
+            if let Some(last) = &last_sent {
+                if durable.borrow().position.as_ref() != Some(last) {
+                    tokio::select! {
+                        changed = durable.changed() => {
+                            if changed.is_err() {
+                                return Err(LogError::WriterGone.into());
+                            }
+                            let pos = durable.borrow_and_update().position.clone();
+                            if let Some(p) = pos.as_ref().filter(|_| pos != acked) {
+                                source.ack(p).await?;
+                                acked = pos;
+                            }
+                        }
+                        _ = wait_true(halt) => return Ok(()),
+                    }
+                    continue;
+                }
+            }
+        }
         if !in_txn && log.backlog_bytes() > max_log_bytes {
             if !paused {
                 paused = true;
