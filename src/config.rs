@@ -154,6 +154,13 @@ pub enum SinkKind {
 }
 
 impl SinkKind {
+    /// The local directory the sink writes, for sinks that write files.
+    pub fn directory(&self) -> Option<&Path> {
+        match self {
+            SinkKind::File(f) => Some(&f.path),
+        }
+    }
+
     /// The `type` name.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -448,9 +455,7 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     }
     let files: Vec<_> = sinks
         .iter()
-        .filter_map(|s| match &s.kind {
-            SinkKind::File(f) => Some((&s.name, &f.path)),
-        })
+        .filter_map(|s| s.kind.directory().map(|p| (&s.name, p)))
         .collect();
     for (i, (n, p)) in files.iter().enumerate() {
         if let Some((o, _)) = files[..i].iter().find(|(_, q)| q == p) {

@@ -182,7 +182,7 @@ fn raw_rocksdb(dir: &Path, txns: &[Vec<ChangeEvent>], syncs: u64) -> Result<f64>
         }
         seq += 1;
         batch.put(seq.to_be_bytes(), b"commit");
-        if (i as u64 + 1) % per_sync == 0 || i + 1 == values.len() {
+        if (i as u64 + 1).is_multiple_of(per_sync) || i + 1 == values.len() {
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(true);
             db.write_opt(std::mem::take(&mut batch), &wo)?;

@@ -39,6 +39,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 use weir_api::{Entry, LogEntry, TableId, TableSchema};
 
+/// A stored key and value.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 const EVENTS: &str = "events";
 const META: &str = "meta";
 const HEAD_KEY: &[u8] = b"head";
@@ -294,7 +297,7 @@ impl StagingLog {
         }
     }
 
-    fn scan_meta(&self, prefix: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, LogError> {
+    fn scan_meta(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, LogError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(
             self.cf(META),

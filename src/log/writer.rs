@@ -152,14 +152,14 @@ impl WriterState {
                 }
             }
             WriteOp::Commit(info) => {
-                if let (Some(old), new) = (&self.head.position, &info.position) {
-                    if matches!(new.partial_cmp(old), Some(std::cmp::Ordering::Less) | None) {
-                        return Err(LogError::Protocol(format!(
-                            "the source position moved backwards or changed kind ({old} then {new}); \
+                if let (Some(old), new) = (&self.head.position, &info.position)
+                    && matches!(new.partial_cmp(old), Some(std::cmp::Ordering::Less) | None)
+                {
+                    return Err(LogError::Protocol(format!(
+                        "the source position moved backwards or changed kind ({old} then {new}); \
                              refusing to stage it. If the source database was replaced, start the pipeline \
                              with a new name or data_dir"
-                        )));
-                    }
+                    )));
                 }
                 let seq = self.next_seq;
                 let position = info.position.clone();

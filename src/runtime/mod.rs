@@ -210,10 +210,10 @@ pub async fn run(
                 "a sink task panicked: {e}"
             ))))
         });
-        if let Err(e) = result {
-            if first_error.is_none() {
-                first_error = Some(e);
-            }
+        if let Err(e) = result
+            && first_error.is_none()
+        {
+            first_error = Some(e);
         }
     }
     forward.abort();
@@ -336,25 +336,25 @@ async fn source_session(
     loop {
         // Near the limit, let the writer catch up first, so the backlog figure includes
         // everything sent and the limit holds to within one transaction.
-        if !in_txn && log.backlog_bytes() > max_log_bytes / 2 {
-            if let Some(last) = &last_sent {
-                if durable.borrow().position.as_ref() != Some(last) {
-                    tokio::select! {
-                        changed = durable.changed() => {
-                            if changed.is_err() {
-                                return Err(LogError::WriterGone.into());
-                            }
-                            let pos = durable.borrow_and_update().position.clone();
-                            if let Some(p) = pos.as_ref().filter(|_| pos != acked) {
-                                source.ack(p).await?;
-                                acked = pos;
-                            }
-                        }
-                        _ = wait_true(halt) => return Ok(()),
+        if !in_txn
+            && log.backlog_bytes() > max_log_bytes / 2
+            && let Some(last) = &last_sent
+            && durable.borrow().position.as_ref() != Some(last)
+        {
+            tokio::select! {
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        return Err(LogError::WriterGone.into());
                     }
-                    continue;
+                    let pos = durable.borrow_and_update().position.clone();
+                    if let Some(p) = pos.as_ref().filter(|_| pos != acked) {
+                        source.ack(p).await?;
+                        acked = pos;
+                    }
                 }
+                _ = wait_true(halt) => return Ok(()),
             }
+            continue;
         }
         if !in_txn && log.backlog_bytes() > max_log_bytes {
             if !paused {
@@ -593,10 +593,10 @@ async fn retention_task(
             .iter()
             .map(|s| cursors.get(s).map_or(0, |c| c.seq))
             .min();
-        if let Some(min) = min {
-            if let Err(e) = log.retain_below(min) {
-                warn!(error = %chain(&e), "staging log retention failed; will retry");
-            }
+        if let Some(min) = min
+            && let Err(e) = log.retain_below(min)
+        {
+            warn!(error = %chain(&e), "staging log retention failed; will retry");
         }
     }
 }

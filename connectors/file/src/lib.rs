@@ -238,7 +238,7 @@ impl FileSink {
                     });
                     self.line = line;
                     result?;
-                    if !self.touched.iter().any(|t| *t == name) {
+                    if !self.touched.contains(&name) {
                         self.touched.push(name);
                     }
                 }
@@ -325,10 +325,11 @@ fn data_files(dir: &Path) -> Result<Vec<String>> {
     for entry in rd {
         let entry =
             entry.map_err(|e| ConnectorError::io(format!("cannot list {}", dir.display()), e))?;
-        if let Some(name) = entry.file_name().to_str() {
-            if name.ends_with(".jsonl") && !name.starts_with('.') {
-                names.push(name.to_owned());
-            }
+        if let Some(name) = entry.file_name().to_str()
+            && name.ends_with(".jsonl")
+            && !name.starts_with('.')
+        {
+            names.push(name.to_owned());
         }
     }
     names.sort();
