@@ -70,6 +70,11 @@ expire_logs_days = 3
 max_connections = 300
 max_allowed_packet = 256M
 CONF
+mkdir -p "$(dirname "$MYCONF")"
+# Debian's my.cnf includes mariadb.conf.d; a trimmed one may not.
+if [ -f /etc/mysql/my.cnf ] && ! grep -qE '^!includedir +/etc/mysql/mariadb.conf.d/?' /etc/mysql/my.cnf; then
+  printf '\n!includedir /etc/mysql/mariadb.conf.d/\n' >> /etc/mysql/my.cnf
+fi
 cmp -s /tmp/weir-my.cnf "$MYCONF" || cp /tmp/weir-my.cnf "$MYCONF"
 my() { mariadb -uroot -NBe "$1" 2>/dev/null; }
 start_mariadb() {
@@ -90,7 +95,7 @@ fi
 [ "$(my 'select @@binlog_format')" = ROW ] || { log "MariaDB binlog_format is still not ROW"; exit 1; }
 
 # ---------------------------------------------------------------- tansu (Kafka protocol)
-TANSU_VERSION=${TANSU_VERSION:-}
+TANSU_VERSION=${TANSU_VERSION:-0.6.0}
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1; then
   log "installing the tansu broker with cargo (about 10 minutes on two cores, once per machine)"
@@ -102,11 +107,11 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 9092; then
   log "starting tansu on 127.0.0.1:9092"
   mkdir -p /var/lib/weir-tansu
-  nohup tansu broker \
+  # tansu reads the sqlite URL's path relative to its working directory.
+  (cd /var/lib/weir-tansu && exec setsid tansu broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine sqlite:///var/lib/weir-tansu/tansu.db \
-    >/var/log/weir-tansu.log 2>&1 </dev/null &
+    --storage-engine sqlite://tansu.db) >/var/log/weir-tansu.log 2>&1 </dev/null &
   wait_for tansu 60 port_open 9092 || { tail -n 20 /var/log/weir-tansu.log; exit 1; }
 fi
 

@@ -68,7 +68,14 @@ fn sigterm_stops_gracefully_with_exit_0_and_resumes() {
     let cfg = DatagenConfig::new(2, 100_000, 100, 50, Mix::Insert, 3);
     let pipeline = datagen_pipeline(dir.path(), &cfg, "rate = 50000");
     let mut child = weir().arg("run").arg(&pipeline).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // Stop it mid-stream: once output has started to arrive.
+    let first = dir.path().join("out/datagen.t0.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::metadata(&first).is_ok_and(|m| m.len() > 0) {
+        assert!(Instant::now() < deadline, "no output after 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -308,4 +315,32 @@ async fn backpressure_pauses_the_source_while_a_sink_lags() {
         "the sink should have lagged (backlog {worst})"
     );
     assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
+}
+
+#[test]
+fn status_and_log_commands_report_the_pipeline() {
+    let dir = TempDir::new("e2e-cmds");
+    let cfg = DatagenConfig::new(2, 1_000, 10, 20, Mix::Mixed, 8);
+    let pipeline = datagen_pipeline(dir.path(), &cfg, "");
+    let status = run(weir().args(["status", "--json"]).arg(&pipeline));
+    assert!(status.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(s["state"], "not started");
+
+    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = run(weir().arg("status").arg(&pipeline));
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("position event=1000"), "{text}");
+    assert!(text.contains("sink       files (file)  applied"), "{text}");
+
+    // Everything was applied, so retention kept only the last commit; `weir log` prints it.
+    let log = run(weir().args(["log", "--limit", "10"]).arg(&pipeline));
+    assert!(log.status.success());
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(log.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty() && lines.len() <= 10);
+    let last = lines.last().unwrap();
+    assert_eq!(last["commit"]["position"], "event=1000");
+    assert_eq!(last["commit"]["events"], 10);
 }
