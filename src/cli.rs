@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_api::{Entry, SourceInfo, render_envelope};
+use weir_api::{Entry, render_envelope};
 
 #[derive(Parser)]
 #[command(
@@ -334,11 +334,7 @@ fn print_log(path: &Path, from: Option<u64>, limit: Option<u64>) -> Result<i32> 
         );
         return Ok(0);
     };
-    let info = SourceInfo {
-        connector: cfg.source.kind().into(),
-        name: cfg.name.clone(),
-        db: cfg.source.kind().into(),
-    };
+    let info = registry::source(&cfg).info();
     let head = log.head().seq;
     let mut next = from.unwrap_or_else(|| log.first_seq()).max(log.first_seq());
     let mut left = limit.unwrap_or(u64::MAX);

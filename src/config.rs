@@ -407,6 +407,12 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     let sinks = pass1
         .sinks
         .ok_or_else(|| err_at(None, "no [[sinks]]: add at least one sink, e.g. [[sinks]] name = \"files\" type = \"file\" path = \"./out\"".into()))?;
+    if sinks.get_ref().is_empty() {
+        return Err(err_at(
+            Some(sinks.span()),
+            "`sinks` is empty: add at least one [[sinks]] table".into(),
+        ));
+    }
     let mut sink_types = Vec::new();
     for s in sinks.get_ref() {
         sink_types.push(
@@ -729,20 +735,47 @@ impl<'de> Visitor<'de> for SinksSeed<'_> {
     }
 }
 
-/// A connection URL with its password replaced by `****`, for logs and messages.
+/// A connection URL with its password replaced by `****`, for logs and messages: the
+/// `user:password@` part and `password=` / `sslpassword=` query parameters.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
+    let (main, query) = match url.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (url, None),
     };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_string();
+    let mut out = match main.find("://") {
+        Some(scheme_end) => {
+            let rest = &main[scheme_end + 3..];
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let authority = &rest[..authority_end];
+            match authority.rfind('@') {
+                Some(at) => match authority[..at].split_once(':') {
+                    Some((user, _)) => {
+                        format!("{}{user}:****{}", &main[..scheme_end + 3], &rest[at..])
+                    }
+                    None => main.to_string(),
+                },
+                None => main.to_string(),
+            }
+        }
+        None => main.to_string(),
     };
-    let userinfo = &rest[..at];
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{}{user}:****{}", &url[..scheme_end + 3], &rest[at..]),
-        None => url.to_string(),
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("password")
+                        || k.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{k}=****")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -770,6 +803,14 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://weir@h/db"), "postgres://weir@h/db");
         assert_eq!(redact_url("mysql://u:p@ss:w@h/db"), "mysql://u:****@h/db");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=x&sslmode=require"),
+            "postgres://h/db?user=u&password=****&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?application_name=a@b"),
+            "postgres://u@h/db?application_name=a@b"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use rocksdb::WriteBatch;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use weir_api::{ChangeEvent, CommitInfo, TableId, TableSchema};
 
 /// What the source task asks the writer to do.
@@ -18,8 +18,10 @@ pub enum WriteOp {
     Changes(Vec<ChangeEvent>),
     /// Ends the transaction in progress and makes it visible.
     Commit(CommitInfo),
-    /// Discards the transaction in progress (the source failed mid-transaction).
-    Rollback,
+    /// Discards the transaction in progress (the source failed mid-transaction). The sender,
+    /// if any, is told once everything queued before is written, so a reconnecting source
+    /// resumes from the true head.
+    Rollback(Option<oneshot::Sender<()>>),
 }
 
 /// Handle to the writer thread.
@@ -37,6 +39,19 @@ impl LogWriter {
     /// Whether the writer thread has stopped (after an error).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Resolves when the writer thread has stopped.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// Discards the transaction in progress and waits until everything queued before it is
+    /// written, so that [`StagingLog::head`] is final.
+    pub async fn rollback(&self) -> Result<(), LogError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Rollback(Some(tx))).await?;
+        rx.await.map_err(|_| LogError::WriterGone)
     }
 
     /// Stops the writer after it has written everything queued, and returns its outcome.
@@ -63,7 +78,13 @@ struct WriterState {
     head: Head,
     next_seq: u64,
     bytes_total: u64,
+    /// Latest schema per table, including versions of the transaction in progress.
     schemas: HashMap<TableId, TableSchema>,
+    /// Versions introduced by the transaction in progress, with what they replaced; written
+    /// to the metadata only with its commit, restored on rollback.
+    pending_schemas: Vec<(TableSchema, Option<TableSchema>)>,
+    /// Rollbacks to confirm once the current batch is written.
+    replies: Vec<oneshot::Sender<()>>,
     buf: Vec<u8>,
 }
 
@@ -74,6 +95,8 @@ impl WriterState {
             next_seq: head.seq + 1,
             bytes_total: head.bytes_total,
             schemas: log.latest_schemas()?,
+            pending_schemas: Vec::new(),
+            replies: Vec::new(),
             head,
             log,
             buf: Vec::with_capacity(4096),
@@ -106,6 +129,9 @@ impl WriterState {
             if committed {
                 self.log.publish_head(self.head.clone());
             }
+            for reply in self.replies.drain(..) {
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }
@@ -122,21 +148,16 @@ impl WriterState {
     fn apply(&mut self, op: WriteOp, batch: &mut WriteBatch) -> Result<bool, LogError> {
         match op {
             WriteOp::Schema(mut schema) => {
-                let version = match self.schemas.get(&schema.table) {
+                let old = self.schemas.get(&schema.table);
+                let version = match old {
                     Some(old) if old.same_shape(&schema) => return Ok(false),
                     Some(old) => old.version + 1,
                     None => 1,
                 };
                 schema.version = version;
-                let mut value = Vec::new();
-                record::encode(&schema, &mut value)?;
-                batch.put_cf(
-                    self.log.cf(META),
-                    StagingLog::schema_key(&schema.table, version),
-                    value,
-                );
                 self.put(batch, &Stored::Schema(schema.clone()))?;
-                self.schemas.insert(schema.table.clone(), schema);
+                let old = self.schemas.insert(schema.table.clone(), schema.clone());
+                self.pending_schemas.push((schema, old));
             }
             WriteOp::Changes(events) => {
                 let staged_ms = now_ms();
@@ -153,10 +174,10 @@ impl WriterState {
             }
             WriteOp::Commit(info) => {
                 if let (Some(old), new) = (&self.head.position, &info.position)
-                    && matches!(new.partial_cmp(old), Some(std::cmp::Ordering::Less) | None)
+                    && !matches!(new.partial_cmp(old), Some(std::cmp::Ordering::Greater))
                 {
                     return Err(LogError::Protocol(format!(
-                        "the source position moved backwards or changed kind ({old} then {new}); \
+                        "the source position did not move forward ({old} then {new}): a transaction would be staged twice or out of order; \
                              refusing to stage it. If the source database was replaced, start the pipeline \
                              with a new name or data_dir"
                     )));
@@ -195,9 +216,25 @@ impl WriterState {
                 let mut value = Vec::new();
                 record::encode(&self.head, &mut value)?;
                 batch.put_cf(self.log.cf(META), HEAD_KEY, value);
+                for (schema, _) in self.pending_schemas.drain(..) {
+                    let mut value = Vec::new();
+                    record::encode(&schema, &mut value)?;
+                    batch.put_cf(
+                        self.log.cf(META),
+                        StagingLog::schema_key(&schema.table, schema.version),
+                        value,
+                    );
+                }
                 return Ok(true);
             }
-            WriteOp::Rollback => {
+            WriteOp::Rollback(reply) => {
+                self.replies.extend(reply);
+                for (schema, old) in self.pending_schemas.drain(..).rev() {
+                    match old {
+                        Some(old) => self.schemas.insert(schema.table.clone(), old),
+                        None => self.schemas.remove(&schema.table),
+                    };
+                }
                 if self.next_seq > self.head.seq + 1 {
                     batch.delete_range_cf(
                         self.log.cf(EVENTS),

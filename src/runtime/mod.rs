@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use weir_api::{ConnectorError, Sink, SinkContext, Source, SourceInfo, SourceItem, SourcePosition};
 
 /// Builds the source (again after a transient failure).
@@ -150,13 +150,14 @@ pub async fn run(
             opts.once,
             final_rx.clone(),
             halt_rx.clone(),
+            halt_tx.clone(),
         ));
     }
+    let sink_names: Vec<String> = p.sinks.iter().map(|s| s.name.clone()).collect();
     let retention = tokio::spawn(retention_task(
         Arc::clone(&log),
-        p.sinks.iter().map(|s| s.name.clone()).collect(),
+        sink_names.clone(),
         halt_rx.clone(),
-        final_rx.clone(),
     ));
     let reporter = tokio::spawn(report_task(
         Arc::clone(&log),
@@ -220,8 +221,8 @@ pub async fn run(
     let _ = halt_tx.send(true);
     let _ = retention.await;
     reporter.abort();
-    if let Some(min) = log.cursors().values().map(|c| c.seq).min() {
-        log.retain_below(min)?;
+    if let Some(floor) = retention_floor(&log, &sink_names) {
+        log.retain_below(floor)?;
     }
     match first_error {
         Some(e) => Err(e),
@@ -253,7 +254,8 @@ async fn source_task(
     let mut backoff = Backoff::new();
     let mut target = None;
     loop {
-        match source_session(
+        let staged_before = stats.staged_txns.load(Ordering::Relaxed);
+        let result = source_session(
             log,
             writer,
             factory,
@@ -263,12 +265,17 @@ async fn source_task(
             stats,
             &mut halt,
         )
-        .await
-        {
+        .await;
+        if stats.staged_txns.load(Ordering::Relaxed) != staged_before {
+            backoff.reset();
+        }
+        match result {
             Ok(()) => return Ok(()),
             Err(SessionError::Log(e)) => return Err(RuntimeError::Log(e)),
             Err(SessionError::Connector(e)) if e.is_transient() => {
-                writer.send(WriteOp::Rollback).await?;
+                // Wait until everything queued is written, so the next session resumes
+                // from the true head (neither re-staging nor skipping a transaction).
+                writer.rollback().await?;
                 let delay = backoff.next_delay();
                 warn!(error = %chain(&e), retry_in = ?delay, "source failed; reconnecting");
                 tokio::select! {
@@ -342,18 +349,11 @@ async fn source_session(
             && durable.borrow().position.as_ref() != Some(last)
         {
             tokio::select! {
-                changed = durable.changed() => {
-                    if changed.is_err() {
-                        return Err(LogError::WriterGone.into());
-                    }
-                    let pos = durable.borrow_and_update().position.clone();
-                    if let Some(p) = pos.as_ref().filter(|_| pos != acked) {
-                        source.ack(p).await?;
-                        acked = pos;
-                    }
-                }
+                _ = durable.changed() => {}
+                _ = writer.closed() => return Err(LogError::WriterGone.into()),
                 _ = wait_true(halt) => return Ok(()),
             }
+            ack_durable(&mut durable, source.as_mut(), &mut acked).await?;
             continue;
         }
         if !in_txn && log.backlog_bytes() > max_log_bytes {
@@ -369,8 +369,10 @@ async fn source_session(
             tokio::select! {
                 _ = moved => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = writer.closed() => return Err(LogError::WriterGone.into()),
                 _ = wait_true(halt) => return Ok(()),
             }
+            ack_durable(&mut durable, source.as_mut(), &mut acked).await?;
             continue;
         }
         if paused {
@@ -381,22 +383,15 @@ async fn source_session(
             biased;
             _ = wait_true(halt) => {
                 if in_txn {
-                    writer.send(WriteOp::Rollback).await?;
+                    writer.send(WriteOp::Rollback(None)).await?;
                 }
                 return Ok(());
             }
-            changed = durable.changed() => {
-                if changed.is_ok() {
-                    let pos = durable.borrow_and_update().position.clone();
-                    if pos.is_some() && pos != acked {
-                        if let Some(p) = &pos {
-                            source.ack(p).await?;
-                        }
-                        acked = pos;
-                    }
-                }
+            _ = durable.changed() => {
+                ack_durable(&mut durable, source.as_mut(), &mut acked).await?;
                 continue;
             }
+            _ = writer.closed() => return Err(LogError::WriterGone.into()),
             item = source.next() => item?,
         };
         let commit = match item {
@@ -421,6 +416,12 @@ async fn source_session(
                 Some(t.commit)
             }
             SourceItem::Heartbeat(p) => {
+                // Nothing pending before it: the source may release its log up to here.
+                let settled = last_sent.is_none() || durable.borrow().position == last_sent;
+                if !in_txn && settled && ahead(&p, &acked) {
+                    source.ack(&p).await?;
+                    acked = Some(p.clone());
+                }
                 if once && !in_txn && reached(&p, target) {
                     break;
                 }
@@ -444,17 +445,39 @@ async fn source_session(
     }
     // Acknowledge the last transaction once it is durable.
     if let Some(last) = last_sent {
-        loop {
-            if durable.borrow_and_update().position.as_ref() == Some(&last) {
-                source.ack(&last).await?;
-                break;
-            }
-            if durable.changed().await.is_err() || writer.is_closed() {
-                break;
+        while durable.borrow_and_update().position.as_ref() != Some(&last) {
+            tokio::select! {
+                _ = durable.changed() => {}
+                _ = writer.closed() => return Err(LogError::WriterGone.into()),
+                _ = wait_true(halt) => return Ok(()),
             }
         }
+        source.ack(&last).await?;
     }
     Ok(())
+}
+
+/// Acknowledges the source up to the durable head, if it moved.
+async fn ack_durable(
+    durable: &mut watch::Receiver<crate::log::Head>,
+    source: &mut dyn Source,
+    acked: &mut Option<SourcePosition>,
+) -> Result<(), ConnectorError> {
+    let pos = durable.borrow_and_update().position.clone();
+    if let Some(p) = pos
+        && ahead(&p, acked)
+    {
+        source.ack(&p).await?;
+        *acked = Some(p);
+    }
+    Ok(())
+}
+
+/// Whether `p` is past `acked` (acknowledgements never move back).
+fn ahead(p: &SourcePosition, acked: &Option<SourcePosition>) -> bool {
+    acked
+        .as_ref()
+        .is_none_or(|a| matches!(p.partial_cmp(a), Some(std::cmp::Ordering::Greater)))
 }
 
 /// Applies the log to one sink, restarting it with backoff after failures.
@@ -465,6 +488,7 @@ async fn sink_task(
     once: bool,
     mut final_seq: watch::Receiver<Option<u64>>,
     mut halt: watch::Receiver<bool>,
+    stop_all: watch::Sender<bool>,
 ) -> Result<(), RuntimeError> {
     let mut backoff = Backoff::new();
     loop {
@@ -493,6 +517,9 @@ async fn sink_task(
                 }
             }
             Err(error) => {
+                // A definite failure stops the pipeline (the others finish their batch).
+                error!(sink = %spec.name, error = %chain(&error), "sink failed definitely; stopping the pipeline");
+                let _ = stop_all.send(true);
                 return Err(RuntimeError::Sink {
                     name: spec.name.clone(),
                     error,
@@ -576,25 +603,25 @@ async fn sink_session(
     }
 }
 
+/// The oldest sequence any configured sink still needs: its cursor, or 0 for a sink that has
+/// not recorded one yet (so nothing it may need is deleted).
+fn retention_floor(log: &StagingLog, sinks: &[String]) -> Option<u64> {
+    let cursors = log.cursors();
+    sinks
+        .iter()
+        .map(|s| cursors.get(s).map_or(0, |c| c.seq))
+        .min()
+}
+
 /// Deletes what every sink has applied, once a second.
-async fn retention_task(
-    log: Arc<StagingLog>,
-    sinks: Vec<String>,
-    mut halt: watch::Receiver<bool>,
-    _final: watch::Receiver<Option<u64>>,
-) {
+async fn retention_task(log: Arc<StagingLog>, sinks: Vec<String>, mut halt: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = wait_true(&mut halt) => return,
         }
-        let cursors = log.cursors();
-        let min = sinks
-            .iter()
-            .map(|s| cursors.get(s).map_or(0, |c| c.seq))
-            .min();
-        if let Some(min) = min
-            && let Err(e) = log.retain_below(min)
+        if let Some(floor) = retention_floor(&log, &sinks)
+            && let Err(e) = log.retain_below(floor)
         {
             warn!(error = %chain(&e), "staging log retention failed; will retry");
         }

@@ -72,9 +72,8 @@ impl ConnectorError {
         use std::io::ErrorKind::*;
         match err.kind() {
             PermissionDenied | NotFound | InvalidInput | InvalidData | Unsupported
-            | ReadOnlyFilesystem | IsADirectory | NotADirectory => {
-                Self::definite_from(context, err)
-            }
+            | ReadOnlyFilesystem | IsADirectory | NotADirectory | InvalidFilename
+            | FileTooLarge => Self::definite_from(context, err),
             _ => Self::transient_from(context, err),
         }
     }

@@ -93,7 +93,7 @@ impl FileSink {
                 )
             })?;
         if lock.try_lock().is_err() {
-            return Err(ConnectorError::transient(format!(
+            return Err(ConnectorError::definite(format!(
                 "file sink {}: {} is in use by another weir process or sink; \
                  give each file sink its own directory",
                 ctx.sink,
@@ -295,8 +295,9 @@ impl Sink for FileSink {
     }
 }
 
-/// `<schema>.<table>.jsonl`, with `/`, `%`, NUL and control characters percent-encoded so
-/// any table name is a safe file name.
+/// `<schema>.<table>.jsonl`, with `/`, `%`, control characters, and `.` in the schema name
+/// percent-encoded, so any table name is a safe file name and different tables never share
+/// one (`"a.b"."c"` is `a%2Eb.c.jsonl`, `"a"."b.c"` is `a.b.c.jsonl`).
 pub fn file_name(schema: &str, table: &str) -> String {
     let mut s = String::with_capacity(schema.len() + table.len() + 7);
     for (i, part) in [schema, table].into_iter().enumerate() {
@@ -304,7 +305,12 @@ pub fn file_name(schema: &str, table: &str) -> String {
             s.push('.');
         }
         for (j, c) in part.chars().enumerate() {
-            if c == '/' || c == '%' || c.is_control() || (j == 0 && i == 0 && c == '.') {
+            if c == '/'
+                || c == '%'
+                || c.is_control()
+                || (i == 0 && c == '.')
+                || (j == 0 && c == '.')
+            {
                 let mut buf = [0; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
                     s.push_str(&format!("%{b:02X}"));
@@ -345,5 +351,7 @@ mod tests {
         assert_eq!(file_name("public", "orders"), "public.orders.jsonl");
         assert_eq!(file_name("a/b", "c%d"), "a%2Fb.c%25d.jsonl");
         assert_eq!(file_name(".x", "ü"), "%2Ex.ü.jsonl");
+        assert_ne!(file_name("a.b", "c"), file_name("a", "b.c"));
+        assert_eq!(file_name("a", ".."), "a.%2E..jsonl");
     }
 }
