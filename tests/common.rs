@@ -63,6 +63,26 @@ pub fn datagen_pipeline(dir: &Path, cfg: &DatagenConfig, extra_source: &str) -> 
     )
 }
 
+/// Runs `weir run --once PIPELINE` and asserts it succeeded.
+pub fn run_once_ok(pipeline: &Path) {
+    let out = run(weir().args(["run", "--once"]).arg(pipeline));
+    assert!(
+        out.status.success(),
+        "weir run --once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds plain file sinks.
+pub struct FileFactory(pub weir_file::FileSinkConfig);
+
+#[async_trait::async_trait]
+impl weir::runtime::SinkFactory for FileFactory {
+    async fn build(&self, ctx: weir_api::SinkContext) -> weir_api::Result<Box<dyn weir_api::Sink>> {
+        Ok(Box::new(weir_file::FileSink::open(&self.0, ctx)?))
+    }
+}
+
 /// Runs a command, returning its output; panics with stderr if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("cannot start weir")

@@ -15,12 +15,7 @@ fn million_events_in_ten_thousand_transactions_arrive_exactly() {
     let dir = TempDir::new("e2e-1m");
     let cfg = DatagenConfig::new(4, 1_000_000, 100, 100, Mix::Mixed, 42);
     let pipeline = datagen_pipeline(dir.path(), &cfg, "");
-    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
-    assert!(
-        out.status.success(),
-        "weir run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_once_ok(&pipeline);
     assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
 
     // The log knows it has 10,000 transactions, and the sink applied all of them.
@@ -32,8 +27,7 @@ fn million_events_in_ten_thousand_transactions_arrive_exactly() {
     assert_eq!(s["sinks"][0]["lag_records"], 0);
 
     // Run again: nothing new, nothing duplicated.
-    let again = run(weir().args(["run", "--once"]).arg(&pipeline));
-    assert!(again.status.success());
+    run_once_ok(&pipeline);
     assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
 }
 
@@ -53,12 +47,7 @@ fn sigkilled_runs_resume_without_loss_duplicates_or_partial_lines() {
             "round {round}: weir exited before the kill"
         );
     }
-    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_once_ok(&pipeline);
     assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
 }
 
@@ -86,12 +75,7 @@ fn sigterm_stops_gracefully_with_exit_0_and_resumes() {
     );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful stop must exit 0");
-    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_once_ok(&pipeline);
     assert_output_matches_datagen(&dir.path().join("out"), &cfg, "t");
 }
 
@@ -195,13 +179,6 @@ async fn a_sink_failing_every_other_call_still_ends_exactly_equal_and_does_not_b
         calls: Arc::new(AtomicU64::new(0)),
         builds: AtomicU64::new(0),
     });
-    struct Healthy(weir_file::FileSinkConfig);
-    #[async_trait]
-    impl SinkFactory for Healthy {
-        async fn build(&self, ctx: SinkContext) -> weir_api::Result<Box<dyn Sink>> {
-            Ok(Box::new(weir_file::FileSink::open(&self.0, ctx)?))
-        }
-    }
     let pipeline = Pipeline {
         name: "t".into(),
         log: Arc::clone(&log),
@@ -214,7 +191,7 @@ async fn a_sink_failing_every_other_call_still_ends_exactly_equal_and_does_not_b
             },
             SinkSpec {
                 name: "healthy".into(),
-                factory: Arc::new(Healthy(weir_file::FileSinkConfig {
+                factory: Arc::new(FileFactory(weir_file::FileSinkConfig {
                     path: dir.path().join("healthy"),
                 })),
             },
@@ -327,12 +304,7 @@ fn status_and_log_commands_report_the_pipeline() {
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(s["state"], "not started");
 
-    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_once_ok(&pipeline);
     let text = run(weir().arg("status").arg(&pipeline));
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("position event=1000"), "{text}");
@@ -406,13 +378,6 @@ async fn a_source_failing_mid_transaction_resumes_without_loss_or_duplicates() {
     // 5,000-event transactions arrive in two pieces, so failures hit open transactions.
     let cfg = DatagenConfig::new(2, 100_000, 5_000, 30, Mix::Mixed, 13);
     let log = StagingLog::open(&dir.path().join("log"), LogOptions::default()).unwrap();
-    struct Files(weir_file::FileSinkConfig);
-    #[async_trait]
-    impl SinkFactory for Files {
-        async fn build(&self, ctx: SinkContext) -> weir_api::Result<Box<dyn Sink>> {
-            Ok(Box::new(weir_file::FileSink::open(&self.0, ctx)?))
-        }
-    }
     let calls = Arc::new(AtomicU64::new(0));
     let pipeline = Pipeline {
         name: "t".into(),
@@ -421,7 +386,7 @@ async fn a_source_failing_mid_transaction_resumes_without_loss_or_duplicates() {
         source: Arc::new(FlakySourceFactory(cfg.clone(), Arc::clone(&calls))),
         sinks: vec![SinkSpec {
             name: "files".into(),
-            factory: Arc::new(Files(weir_file::FileSinkConfig {
+            factory: Arc::new(FileFactory(weir_file::FileSinkConfig {
                 path: dir.path().join("out"),
             })),
         }],

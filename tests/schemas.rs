@@ -26,12 +26,7 @@ fn file_sink_output_matches_the_change_event_schema() {
     let dir = TempDir::new("schema-events");
     let cfg = DatagenConfig::new(2, 3_000, 50, 40, Mix::Mixed, 4);
     let pipeline = datagen_pipeline(dir.path(), &cfg, "");
-    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_once_ok(&pipeline);
     let mut ops = std::collections::BTreeSet::new();
     for t in ["t0", "t1"] {
         let text =
