@@ -593,3 +593,192 @@ impl LogReader {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::{
+        ChangeEvent, Column, ColumnType, CommitInfo, DatagenPosition, Op, Row, SourcePosition,
+        Value,
+    };
+
+    fn schema(cols: usize) -> TableSchema {
+        TableSchema {
+            table: TableId::new("s", "t"),
+            version: 0,
+            columns: (0..cols)
+                .map(|i| Column {
+                    name: format!("c{i}"),
+                    ty: ColumnType::Int {
+                        bits: 64,
+                        unsigned: false,
+                    },
+                    source_type: "bigint".into(),
+                    nullable: false,
+                })
+                .collect(),
+            primary_key: vec![0],
+        }
+    }
+
+    fn change(n: i64, cols: usize) -> ChangeEvent {
+        ChangeEvent {
+            table: TableId::new("s", "t"),
+            schema_version: 0,
+            op: Op::Insert,
+            before: None,
+            after: Some(Row((0..cols).map(|_| Value::Int(n)).collect())),
+            position: SourcePosition::Datagen(DatagenPosition { events: n as u64 }),
+            txid: None,
+            ts_ms: 0,
+        }
+    }
+
+    fn commit(n: u64) -> WriteOp {
+        WriteOp::Commit(CommitInfo {
+            position: SourcePosition::Datagen(DatagenPosition { events: n }),
+            txid: None,
+            ts_ms: 0,
+            events: 1,
+        })
+    }
+
+    fn temp(tag: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        std::env::temp_dir().join(format!(
+            "weir-log-unit-{tag}-{}-{nanos}",
+            std::process::id()
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn schema_versions_follow_commits_and_rollbacks() {
+        let dir = temp("schemas");
+        let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
+        let writer = log.writer(8).unwrap();
+        // Announced, then rolled back before any commit: forgotten.
+        writer.send(WriteOp::Schema(schema(2))).await.unwrap();
+        writer
+            .send(WriteOp::Changes(vec![change(1, 2)]))
+            .await
+            .unwrap();
+        writer.rollback().await.unwrap();
+        assert_eq!(log.head().seq, 0);
+        // Announced again: staged again, as version 1.
+        writer.send(WriteOp::Schema(schema(2))).await.unwrap();
+        writer
+            .send(WriteOp::Changes(vec![change(1, 2)]))
+            .await
+            .unwrap();
+        writer.send(commit(1)).await.unwrap();
+        // Same shape: no new version. New column: version 2.
+        writer.send(WriteOp::Schema(schema(2))).await.unwrap();
+        writer.send(WriteOp::Schema(schema(3))).await.unwrap();
+        writer
+            .send(WriteOp::Changes(vec![change(2, 3)]))
+            .await
+            .unwrap();
+        writer.send(commit(2)).await.unwrap();
+        writer.rollback().await.unwrap(); // a barrier: everything above is written
+        // A position that does not move forward is refused.
+        writer.send(commit(2)).await.unwrap();
+        let err = tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("did not move forward"), "{err}");
+
+        let mut reader = log.reader();
+        let batch = reader.read(1, u64::MAX, 100).unwrap();
+        let kinds: Vec<String> = batch
+            .entries
+            .iter()
+            .map(|e| match &e.entry {
+                Entry::Schema(s) => format!("schema v{}", s.version),
+                Entry::Change(ev, s) => format!(
+                    "change v{} ({} values, schema v{})",
+                    ev.schema_version,
+                    ev.after.as_ref().map_or(0, |r| r.0.len()),
+                    s.version
+                ),
+                Entry::Commit(c) => format!("commit {}", c.position),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "schema v1",
+                "change v1 (2 values, schema v1)",
+                "commit event=1",
+                "schema v2",
+                "change v2 (3 values, schema v2)",
+                "commit event=2"
+            ]
+        );
+        drop(reader);
+        drop(log);
+        let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
+        assert_eq!(
+            log.latest_schemas().unwrap()[&TableId::new("s", "t")].version,
+            2
+        );
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_torn_transaction_is_invisible_and_removed_on_open() {
+        let dir = temp("torn");
+        let log = StagingLog::open(
+            &dir,
+            LogOptions {
+                chunk_bytes: 1,
+                group_bytes: 1,
+            },
+        )
+        .unwrap();
+        let writer = log.writer(8).unwrap();
+        writer.send(WriteOp::Schema(schema(1))).await.unwrap();
+        writer
+            .send(WriteOp::Changes(vec![change(1, 1)]))
+            .await
+            .unwrap();
+        writer.send(commit(1)).await.unwrap();
+        // A large transaction written out in chunks, never committed.
+        for n in 2..50 {
+            writer
+                .send(WriteOp::Changes(vec![change(n, 1)]))
+                .await
+                .unwrap();
+        }
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.head().seq, 3);
+        let stored = log
+            .db
+            .iterator_cf(log.cf(EVENTS), IteratorMode::Start)
+            .count();
+        assert_eq!(stored, 3 + 48, "chunks reach RocksDB before their commit");
+        assert_eq!(
+            log.reader().read(1, u64::MAX, 1000).unwrap().entries.len(),
+            3,
+            "readers stop at the head"
+        );
+        drop(log);
+        let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
+        assert_eq!(
+            log.db
+                .iterator_cf(log.cf(EVENTS), IteratorMode::Start)
+                .count(),
+            3,
+            "the torn tail is deleted on open"
+        );
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
