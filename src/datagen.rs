@@ -20,7 +20,7 @@ use weir_api::{
 /// Commit time of event 0; event `i` commits at `BASE_MS + i`.
 const BASE_MS: i64 = 1_763_700_000_000;
 /// Changes per [`SourceItem::Changes`] chunk of a large transaction.
-const CHUNK: u64 = 4096;
+const CHUNK: u64 = 1024;
 
 /// The datagen source.
 pub struct Datagen {

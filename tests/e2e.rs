@@ -230,9 +230,9 @@ async fn backpressure_pauses_the_source_while_a_sink_lags() {
             self.0.committed().await
         }
         async fn apply(&mut self, entries: &[LogEntry]) -> weir_api::Result<()> {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             self.1.fetch_add(1, Ordering::SeqCst);
-            // Apply a few entries at a time so the sink lags far behind.
+            // A slow target: the sink lags far behind the source.
             self.0.apply(entries).await
         }
     }

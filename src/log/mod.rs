@@ -150,7 +150,8 @@ fn db_options() -> Options {
 fn events_options() -> Options {
     let mut o = Options::default();
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    o.set_write_buffer_size(16 << 20);
+    // Memtables bound most of the log's memory: 3 x 8 MiB.
+    o.set_write_buffer_size(8 << 20);
     o.set_max_write_buffer_number(3);
     o.set_target_file_size_base(64 << 20);
     o

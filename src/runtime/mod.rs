@@ -33,6 +33,9 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use weir_api::{ConnectorError, Sink, SinkContext, Source, SourceInfo, SourceItem, SourcePosition};
 
+/// Most records handed to a sink in one `apply` (bigger batches: fewer target commits/fsyncs).
+const SINK_BATCH: usize = 16_384;
+
 /// Builds the source (again after a transient failure).
 #[async_trait]
 pub trait SourceFactory: Send + Sync {
@@ -173,7 +176,7 @@ pub async fn run(
             let _ = halt_tx.send(true);
         })
     };
-    let writer = log.writer(64)?;
+    let writer = log.writer(32)?;
     let source_result = source_task(
         &log,
         &writer,
@@ -592,7 +595,7 @@ async fn sink_session(
             continue;
         }
         let batch =
-            tokio::task::block_in_place(|| reader.read(next, head, 8192)).map_err(log_err)?;
+            tokio::task::block_in_place(|| reader.read(next, head, SINK_BATCH)).map_err(log_err)?;
         sink.apply(&batch.entries).await?;
         *progressed = true;
         next = batch.entries.last().map_or(next, |e| e.seq + 1);
