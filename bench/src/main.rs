@@ -101,7 +101,7 @@ fn build_txns(events: u64) -> Vec<Vec<ChangeEvent>> {
 async fn log_append(dir: &Path, txns: Vec<Vec<ChangeEvent>>) -> Result<(f64, u64, u64)> {
     let log = StagingLog::open(dir, LogOptions::default())?;
     let cfg = DatagenConfig::new(4, 0, 100, 150, Mix::Insert, 1);
-    let writer = log.writer(64)?;
+    let mut writer = log.writer(64)?;
     for s in Datagen::schemas(&cfg) {
         writer.send(WriteOp::Schema(s)).await?;
     }
@@ -152,7 +152,7 @@ fn raw_rocksdb(dir: &Path, txns: &[Vec<ChangeEvent>], syncs: u64) -> Result<f64>
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    opts.set_write_buffer_size(16 << 20);
+    opts.set_write_buffer_size(8 << 20); // as the log's events family
     opts.set_max_write_buffer_number(3);
     let db = rocksdb::DB::open(&opts, dir)?;
     // Pre-encode so only the write is timed (the weir log's time includes its encoding).

@@ -659,7 +659,7 @@ mod tests {
     async fn schema_versions_follow_commits_and_rollbacks() {
         let dir = temp("schemas");
         let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
-        let writer = log.writer(8).unwrap();
+        let mut writer = log.writer(8).unwrap();
         // Announced, then rolled back before any commit: forgotten.
         writer.send(WriteOp::Schema(schema(2))).await.unwrap();
         writer
@@ -685,12 +685,12 @@ mod tests {
         writer.send(commit(2)).await.unwrap();
         writer.rollback().await.unwrap(); // a barrier: everything above is written
         // A position that does not move forward is refused.
-        writer.send(commit(2)).await.unwrap();
-        let err = tokio::task::spawn_blocking(move || writer.finish())
+        let err = writer.send(commit(2)).await.unwrap_err();
+        assert!(err.to_string().contains("did not move forward"), "{err}");
+        tokio::task::spawn_blocking(move || writer.finish())
             .await
             .unwrap()
-            .unwrap_err();
-        assert!(err.to_string().contains("did not move forward"), "{err}");
+            .unwrap();
 
         let mut reader = log.reader();
         let batch = reader.read(1, u64::MAX, 100).unwrap();
@@ -741,7 +741,7 @@ mod tests {
             },
         )
         .unwrap();
-        let writer = log.writer(8).unwrap();
+        let mut writer = log.writer(8).unwrap();
         writer.send(WriteOp::Schema(schema(1))).await.unwrap();
         writer
             .send(WriteOp::Changes(vec![change(1, 1)]))

@@ -97,7 +97,7 @@ pub async fn run(dir: &std::path::Path) -> Result<(), super::LogError> {
             ..LogOptions::default()
         },
     )?;
-    let writer = log.writer(16)?;
+    let mut writer = log.writer(16)?;
     let mut heads = log.subscribe();
     let printer = tokio::spawn(async move {
         let mut out = std::io::stdout();

@@ -1,4 +1,13 @@
-//! The single writer: turns [`WriteOp`]s into RocksDB batches with group commit.
+//! The single writer: [`WriteOp`]s are versioned, numbered and encoded on the caller's task
+//! (the source task), then written by one thread in RocksDB batches with group commit.
+//!
+//! ```text
+//!  source task: LogWriter::send(op) ── stamp schema versions, assign sequences, encode ──▶ Block
+//!  writer thread: drain queued Blocks into one WriteBatch ── write (sync if a commit) ──▶ publish head
+//! ```
+//!
+//! Encoding on the caller's side keeps the writer thread to RocksDB work, so encoding and
+//! writing run in parallel.
 
 use super::record::{self, Head, Stored};
 use super::{EVENTS, HEAD_KEY, LogError, META, StagingLog};
@@ -9,31 +18,62 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 use weir_api::{ChangeEvent, CommitInfo, TableId, TableSchema};
 
-/// What the source task asks the writer to do.
+/// What the source task asks the log to do.
 #[derive(Debug)]
 pub enum WriteOp {
-    /// A table schema as the source sees it now (versioned here).
+    /// A table schema as the source sees it now (versioned by the log).
     Schema(TableSchema),
     /// Changes of the transaction in progress.
     Changes(Vec<ChangeEvent>),
     /// Ends the transaction in progress and makes it visible.
     Commit(CommitInfo),
     /// Discards the transaction in progress (the source failed mid-transaction). The sender,
-    /// if any, is told once everything queued before is written, so a reconnecting source
-    /// resumes from the true head.
+    /// if any, is told once everything queued before is written.
     Rollback(Option<oneshot::Sender<()>>),
 }
 
-/// Handle to the writer thread.
+/// Encoded records for the writer thread.
+#[derive(Default)]
+struct Block {
+    /// Sequence of the first record.
+    first_seq: u64,
+    /// The records' encodings, back to back.
+    data: Vec<u8>,
+    /// End offset of each record in `data`.
+    ends: Vec<usize>,
+    /// Metadata puts (head, schema versions).
+    meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Event sequences to delete (a rolled-back transaction).
+    delete: Option<(u64, u64)>,
+    /// The head this block makes visible (a commit).
+    head: Option<Head>,
+    /// Told once the block is written.
+    reply: Option<oneshot::Sender<()>>,
+}
+
+/// The log's single writer, owned by the source task.
 pub struct LogWriter {
-    tx: mpsc::Sender<WriteOp>,
+    tx: mpsc::Sender<Block>,
     thread: JoinHandle<Result<(), LogError>>,
+    log: Arc<StagingLog>,
+    /// The last commit sent.
+    head: Head,
+    next_seq: u64,
+    bytes_total: u64,
+    /// Latest schema per table, including versions of the transaction in progress.
+    schemas: HashMap<TableId, TableSchema>,
+    /// Versions introduced by the transaction in progress, with what they replaced; written
+    /// to the metadata only with its commit, restored on rollback.
+    pending_schemas: Vec<(TableSchema, Option<TableSchema>)>,
+    scratch: Vec<u8>,
 }
 
 impl LogWriter {
-    /// Queues an operation; waits while the queue is full (memory stays bounded).
-    pub async fn send(&self, op: WriteOp) -> Result<(), LogError> {
-        self.tx.send(op).await.map_err(|_| LogError::WriterGone)
+    /// Stages an operation; waits while the writer's queue is full (memory stays bounded).
+    pub async fn send(&mut self, op: WriteOp) -> Result<(), LogError> {
+        let block = self.encode(op)?;
+        self.log.note_appended(self.bytes_total);
+        self.tx.send(block).await.map_err(|_| LogError::WriterGone)
     }
 
     /// Whether the writer thread has stopped (after an error).
@@ -48,7 +88,7 @@ impl LogWriter {
 
     /// Discards the transaction in progress and waits until everything queued before it is
     /// written, so that [`StagingLog::head`] is final.
-    pub async fn rollback(&self) -> Result<(), LogError> {
+    pub async fn rollback(&mut self) -> Result<(), LogError> {
         let (tx, rx) = oneshot::channel();
         self.send(WriteOp::Rollback(Some(tx))).await?;
         rx.await.map_err(|_| LogError::WriterGone)
@@ -61,106 +101,38 @@ impl LogWriter {
             .join()
             .unwrap_or_else(|_| Err(LogError::Protocol("the staging log writer panicked".into())))
     }
-}
 
-pub(super) fn start(log: Arc<StagingLog>, queue: usize) -> Result<LogWriter, LogError> {
-    let (tx, rx) = mpsc::channel(queue.max(1));
-    let state = WriterState::new(Arc::clone(&log))?;
-    let thread = std::thread::Builder::new()
-        .name("weir-log-writer".into())
-        .spawn(move || state.run(rx))
-        .map_err(|e| LogError::Protocol(format!("cannot start the staging log writer: {e}")))?;
-    Ok(LogWriter { tx, thread })
-}
-
-struct WriterState {
-    log: Arc<StagingLog>,
-    head: Head,
-    next_seq: u64,
-    bytes_total: u64,
-    /// Latest schema per table, including versions of the transaction in progress.
-    schemas: HashMap<TableId, TableSchema>,
-    /// Versions introduced by the transaction in progress, with what they replaced; written
-    /// to the metadata only with its commit, restored on rollback.
-    pending_schemas: Vec<(TableSchema, Option<TableSchema>)>,
-    /// Rollbacks to confirm once the current batch is written.
-    replies: Vec<oneshot::Sender<()>>,
-    buf: Vec<u8>,
-}
-
-impl WriterState {
-    fn new(log: Arc<StagingLog>) -> Result<Self, LogError> {
-        let head = log.head();
-        Ok(WriterState {
-            next_seq: head.seq + 1,
-            bytes_total: head.bytes_total,
-            schemas: log.latest_schemas()?,
-            pending_schemas: Vec::new(),
-            replies: Vec::new(),
-            head,
-            log,
-            buf: Vec::with_capacity(4096),
-        })
-    }
-
-    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) -> Result<(), LogError> {
-        let group_bytes = self.log.options().group_bytes;
-        let chunk_bytes = self.log.options().chunk_bytes;
-        while let Some(op) = rx.blocking_recv() {
-            let mut batch = WriteBatch::default();
-            let mut committed = false;
-            committed |= self.apply(op, &mut batch)?;
-            self.log.note_appended(self.bytes_total);
-            // Group commit: take everything already waiting, up to a bound.
-            while batch.size_in_bytes() < group_bytes {
-                match rx.try_recv() {
-                    Ok(op) => {
-                        committed |= self.apply(op, &mut batch)?;
-                        self.log.note_appended(self.bytes_total);
-                    }
-                    Err(_) => break,
-                }
-                // A huge transaction with no commit in sight: write its chunk out unsynced.
-                if !committed && batch.size_in_bytes() >= chunk_bytes {
-                    break;
-                }
-            }
-            self.log.write(batch, committed, "cannot append")?;
-            if committed {
-                self.log.publish_head(self.head.clone());
-            }
-            for reply in self.replies.drain(..) {
-                let _ = reply.send(());
-            }
+    fn push(&mut self, block: &mut Block, stored: &Stored) -> Result<(), LogError> {
+        if block.ends.is_empty() {
+            block.first_seq = self.next_seq;
         }
-        Ok(())
-    }
-
-    fn put(&mut self, batch: &mut WriteBatch, stored: &Stored) -> Result<(), LogError> {
-        record::encode(stored, &mut self.buf)?;
-        batch.put_cf(self.log.cf(EVENTS), self.next_seq.to_be_bytes(), &self.buf);
-        self.bytes_total += self.buf.len() as u64;
+        let start = block.data.len();
+        record::encode(stored, &mut self.scratch)?;
+        block.data.extend_from_slice(&self.scratch);
+        block.ends.push(block.data.len());
+        self.bytes_total += (block.data.len() - start) as u64;
         self.next_seq += 1;
         Ok(())
     }
 
-    /// Adds one operation to `batch`; true if it was a commit.
-    fn apply(&mut self, op: WriteOp, batch: &mut WriteBatch) -> Result<bool, LogError> {
+    fn encode(&mut self, op: WriteOp) -> Result<Block, LogError> {
+        let mut block = Block::default();
         match op {
             WriteOp::Schema(mut schema) => {
                 let old = self.schemas.get(&schema.table);
                 let version = match old {
-                    Some(old) if old.same_shape(&schema) => return Ok(false),
+                    Some(old) if old.same_shape(&schema) => return Ok(block),
                     Some(old) => old.version + 1,
                     None => 1,
                 };
                 schema.version = version;
-                self.put(batch, &Stored::Schema(schema.clone()))?;
+                self.push(&mut block, &Stored::Schema(schema.clone()))?;
                 let old = self.schemas.insert(schema.table.clone(), schema.clone());
                 self.pending_schemas.push((schema, old));
             }
             WriteOp::Changes(events) => {
                 let staged_ms = now_ms();
+                block.data.reserve(events.len() * 256);
                 for mut event in events {
                     let Some(schema) = self.schemas.get(&event.table) else {
                         return Err(LogError::Protocol(format!(
@@ -169,43 +141,37 @@ impl WriterState {
                         )));
                     };
                     event.schema_version = schema.version;
-                    self.put(batch, &Stored::Change { staged_ms, event })?;
+                    self.push(&mut block, &Stored::Change { staged_ms, event })?;
                 }
             }
             WriteOp::Commit(info) => {
-                if let (Some(old), new) = (&self.head.position, &info.position)
-                    && !matches!(new.partial_cmp(old), Some(std::cmp::Ordering::Greater))
+                if let Some(old) = &self.head.position
+                    && !matches!(
+                        info.position.partial_cmp(old),
+                        Some(std::cmp::Ordering::Greater)
+                    )
                 {
                     return Err(LogError::Protocol(format!(
-                        "the source position did not move forward ({old} then {new}): a transaction would be staged twice or out of order; \
-                             refusing to stage it. If the source database was replaced, start the pipeline \
-                             with a new name or data_dir"
+                        "the source position did not move forward ({old} then {}): a transaction would be \
+                         staged twice or out of order. If the source database was replaced, start the \
+                         pipeline with a new name or data_dir",
+                        info.position
                     )));
                 }
                 let seq = self.next_seq;
                 let position = info.position.clone();
-                let stored = Stored::Commit {
+                let mut stored = Stored::Commit {
                     staged_ms: now_ms(),
                     info,
                     bytes_total: 0,
                 };
-                // bytes_total includes the commit record itself.
-                record::encode(&stored, &mut self.buf)?;
-                let bytes_total = self.bytes_total + self.buf.len() as u64;
-                let Stored::Commit {
-                    staged_ms, info, ..
-                } = stored
-                else {
-                    unreachable!()
-                };
-                self.put(
-                    batch,
-                    &Stored::Commit {
-                        staged_ms,
-                        info,
-                        bytes_total,
-                    },
-                )?;
+                // bytes_total counts the commit record itself.
+                record::encode(&stored, &mut self.scratch)?;
+                let bytes_total = self.bytes_total + self.scratch.len() as u64;
+                if let Stored::Commit { bytes_total: b, .. } = &mut stored {
+                    *b = bytes_total;
+                }
+                self.push(&mut block, &stored)?;
                 self.bytes_total = bytes_total;
                 self.head = Head {
                     seq,
@@ -215,20 +181,18 @@ impl WriterState {
                 };
                 let mut value = Vec::new();
                 record::encode(&self.head, &mut value)?;
-                batch.put_cf(self.log.cf(META), HEAD_KEY, value);
+                block.meta.push((HEAD_KEY.to_vec(), value));
                 for (schema, _) in self.pending_schemas.drain(..) {
                     let mut value = Vec::new();
                     record::encode(&schema, &mut value)?;
-                    batch.put_cf(
-                        self.log.cf(META),
-                        StagingLog::schema_key(&schema.table, schema.version),
-                        value,
-                    );
+                    block
+                        .meta
+                        .push((StagingLog::schema_key(&schema.table, schema.version), value));
                 }
-                return Ok(true);
+                block.head = Some(self.head.clone());
             }
             WriteOp::Rollback(reply) => {
-                self.replies.extend(reply);
+                block.reply = reply;
                 for (schema, old) in self.pending_schemas.drain(..).rev() {
                     match old {
                         Some(old) => self.schemas.insert(schema.table.clone(), old),
@@ -236,18 +200,97 @@ impl WriterState {
                     };
                 }
                 if self.next_seq > self.head.seq + 1 {
-                    batch.delete_range_cf(
-                        self.log.cf(EVENTS),
-                        (self.head.seq + 1).to_be_bytes(),
-                        self.next_seq.to_be_bytes(),
-                    );
+                    block.delete = Some((self.head.seq + 1, self.next_seq));
                 }
                 self.next_seq = self.head.seq + 1;
                 self.bytes_total = self.head.bytes_total;
             }
         }
-        Ok(false)
+        Ok(block)
     }
+}
+
+pub(super) fn start(log: Arc<StagingLog>, queue: usize) -> Result<LogWriter, LogError> {
+    let (tx, rx) = mpsc::channel(queue.max(1));
+    let head = log.head();
+    let schemas = log.latest_schemas()?;
+    let thread_log = Arc::clone(&log);
+    let thread = std::thread::Builder::new()
+        .name("weir-log-writer".into())
+        .spawn(move || run(&thread_log, rx))
+        .map_err(|e| LogError::Protocol(format!("cannot start the staging log writer: {e}")))?;
+    Ok(LogWriter {
+        tx,
+        thread,
+        next_seq: head.seq + 1,
+        bytes_total: head.bytes_total,
+        head,
+        schemas,
+        pending_schemas: Vec::new(),
+        log,
+        scratch: Vec::with_capacity(4096),
+    })
+}
+
+/// The writer thread: group commit.
+fn run(log: &StagingLog, mut rx: mpsc::Receiver<Block>) -> Result<(), LogError> {
+    let group_bytes = log.options().group_bytes;
+    let chunk_bytes = log.options().chunk_bytes;
+    let mut replies = Vec::new();
+    while let Some(block) = rx.blocking_recv() {
+        let mut batch = WriteBatch::default();
+        let mut head = None;
+        add(log, &mut batch, block, &mut head, &mut replies);
+        // Group commit: take everything already waiting, up to a bound.
+        while batch.size_in_bytes() < group_bytes {
+            // A huge transaction with no commit in sight: write its chunk out unsynced.
+            if head.is_none() && batch.size_in_bytes() >= chunk_bytes {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(block) => add(log, &mut batch, block, &mut head, &mut replies),
+                Err(_) => break,
+            }
+        }
+        log.write(batch, head.is_some(), "cannot append")?;
+        if let Some(head) = head {
+            log.publish_head(head);
+        }
+        for reply in replies.drain(..) {
+            let _ = reply.send(());
+        }
+    }
+    Ok(())
+}
+
+fn add(
+    log: &StagingLog,
+    batch: &mut WriteBatch,
+    block: Block,
+    head: &mut Option<Head>,
+    replies: &mut Vec<oneshot::Sender<()>>,
+) {
+    let events = log.cf(EVENTS);
+    if let Some((from, to)) = block.delete {
+        batch.delete_range_cf(events, from.to_be_bytes(), to.to_be_bytes());
+    }
+    let mut start = 0;
+    for (i, &end) in block.ends.iter().enumerate() {
+        batch.put_cf(
+            events,
+            (block.first_seq + i as u64).to_be_bytes(),
+            &block.data[start..end],
+        );
+        start = end;
+    }
+    let meta = log.cf(META);
+    for (k, v) in &block.meta {
+        batch.put_cf(meta, k, v);
+    }
+    if block.head.is_some() {
+        *head = block.head;
+    }
+    replies.extend(block.reply);
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -176,10 +176,10 @@ pub async fn run(
             let _ = halt_tx.send(true);
         })
     };
-    let writer = log.writer(32)?;
+    let mut writer = log.writer(32)?;
     let source_result = source_task(
         &log,
-        &writer,
+        &mut writer,
         p.source.as_ref(),
         opts.once,
         p.max_log_bytes,
@@ -247,7 +247,7 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
 /// Stages the source until stopped, or (once) until its end position at start-up.
 async fn source_task(
     log: &Arc<StagingLog>,
-    writer: &LogWriter,
+    writer: &mut LogWriter,
     factory: &dyn SourceFactory,
     once: bool,
     max_log_bytes: u64,
@@ -319,7 +319,7 @@ fn reached(pos: &SourcePosition, target: &Option<SourcePosition>) -> bool {
 #[allow(clippy::too_many_arguments)]
 async fn source_session(
     log: &Arc<StagingLog>,
-    writer: &LogWriter,
+    writer: &mut LogWriter,
     factory: &dyn SourceFactory,
     once: bool,
     target: &mut Option<SourcePosition>,
