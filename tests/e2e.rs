@@ -346,7 +346,7 @@ impl Source for FlakySource {
         // Fail about one call in eight, at pseudo-random points (a fixed period could line
         // up with the transaction length and never let one through).
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        if Rng(call).next() % 8 == 0 {
+        if Rng(call).next().is_multiple_of(8) {
             return Err(ConnectorError::transient("injected source failure"));
         }
         self.inner.next().await
