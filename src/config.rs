@@ -434,7 +434,13 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let resolve = |p: PathBuf| {
+        if p.is_absolute() {
+            p
+        } else {
+            normalize(&base.join(p))
+        }
+    };
     let name = doc.name.ok_or_else(|| {
         err_at(
             Some(0..0),
@@ -485,6 +491,28 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
 }
 
 type Span = Option<std::ops::Range<usize>>;
+
+/// Removes `.` and `name/..` pairs without touching the filesystem (`examples/../out` is `out`).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
 
 #[derive(Deserialize)]
 struct TypeOnly {
@@ -811,6 +839,18 @@ mod tests {
             redact_url("postgres://u@h/db?application_name=a@b"),
             "postgres://u@h/db?application_name=a@b"
         );
+    }
+
+    #[test]
+    fn relative_paths_are_normalised() {
+        assert_eq!(
+            normalize(Path::new("examples/../weir-data")),
+            Path::new("weir-data")
+        );
+        assert_eq!(normalize(Path::new("./a/./b")), Path::new("a/b"));
+        assert_eq!(normalize(Path::new("../x")), Path::new("../x"));
+        assert_eq!(normalize(Path::new("a/..")), Path::new("."));
+        assert_eq!(normalize(Path::new("/a/../b")), Path::new("/b"));
     }
 
     #[test]
