@@ -1,6 +1,7 @@
 //! weir PostgreSQL connector.
 
 pub mod pgoutput;
+pub mod replication;
 pub mod types;
 
 pub use pgoutput::{DecodeError, DecodeLimits, Decoder, PgOutputMessage, TupleValue};
