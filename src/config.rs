@@ -39,6 +39,8 @@ impl PipelineConfig {
 pub enum SourceConfig {
     /// `type = "datagen"`.
     Datagen(DatagenConfig),
+    /// `type = "postgres"`.
+    Postgres(PostgresConfig),
 }
 
 impl SourceConfig {
@@ -46,14 +48,15 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Datagen(_) => "datagen",
+            SourceConfig::Postgres(_) => "postgres",
         }
     }
 }
 
 /// The source types this build has.
-pub const SOURCE_TYPES: &[&str] = &["datagen"];
+pub const SOURCE_TYPES: &[&str] = &["datagen", "postgres"];
 /// Source types SPEC.md names that land in later releases.
-const PLANNED_SOURCE_TYPES: &[&str] = &["postgres", "mysql"];
+const PLANNED_SOURCE_TYPES: &[&str] = &["mysql"];
 /// The sink types this build has.
 pub const SINK_TYPES: &[&str] = &["file"];
 const PLANNED_SINK_TYPES: &[&str] = &["postgres", "mysql", "kafka"];
@@ -123,6 +126,77 @@ impl DatagenConfig {
             rate: 0,
             seed,
         }
+    }
+}
+
+/// `[source] type = "postgres"`: logical replication with pgoutput.
+#[derive(Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db` (password redacted in `Debug`).
+    pub url: String,
+    /// Globs over `schema.table`.
+    pub tables: Vec<String>,
+    /// Globs to leave out.
+    pub exclude: Vec<String>,
+    /// Replication slot (default `weir_<name>`).
+    pub slot: String,
+    /// Publication (default `weir_<name>`).
+    pub publication: String,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url(&self.url))
+            .field("tables", &self.tables)
+            .field("exclude", &self.exclude)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostgresSection {
+    #[serde(rename = "type")]
+    _type: String,
+    url: Expanded,
+    tables: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    snapshot: SnapshotMode,
+    slot: Option<Identifier>,
+    publication: Option<Identifier>,
+}
+
+/// `snapshot = "initial" | "never" | "only"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SnapshotMode {
+    #[default]
+    Initial,
+    Never,
+    Only,
+}
+
+/// A slot or publication name: `[a-z0-9_]{1,63}`.
+struct Identifier(String);
+impl<'de> Deserialize<'de> for Identifier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty()
+            || s.len() > 63
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(de::Error::custom(format!(
+                "{s:?} is not a valid slot or publication name: use 1 to 63 characters from a-z, 0-9 and _"
+            )));
+        }
+        Ok(Identifier(s))
     }
 }
 
@@ -447,6 +521,15 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
             "missing key `name` at the top of the file (e.g. name = \"shop\")".into(),
         )
     })?;
+    let mut source = doc.source.expect("pass 1 found [source]");
+    if let SourceConfig::Postgres(pg) = &mut source {
+        if pg.slot.is_empty() {
+            pg.slot = format!("weir_{name}");
+        }
+        if pg.publication.is_empty() {
+            pg.publication = format!("weir_{name}");
+        }
+    }
     let mut sinks = doc.sinks;
     for s in &mut sinks {
         match &mut s.kind {
@@ -484,7 +567,7 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         file: path.to_path_buf(),
         name,
         data_dir: resolve(doc.data_dir.unwrap_or_else(|| PathBuf::from("./weir-data"))),
-        source: doc.source.expect("pass 1 found [source]"),
+        source,
         sinks,
         log: doc.log.unwrap_or_default(),
     })
@@ -703,6 +786,28 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                 "source" => {
                     doc.source = Some(match self.source_type {
                         "datagen" => SourceConfig::Datagen(map.next_value::<DatagenConfig>()?),
+                        "postgres" => {
+                            let s = map.next_value::<PostgresSection>()?;
+                            if s.snapshot != SnapshotMode::Never {
+                                return Err(de::Error::custom(
+                                    "the postgres source cannot snapshot existing rows yet: set snapshot = \"never\" \
+                                     to stream the changes committed from the pipeline's first start on",
+                                ));
+                            }
+                            if s.tables.is_empty() {
+                                return Err(de::Error::custom(
+                                    "`tables` is empty: list the tables to capture, e.g. tables = [\"public.*\"]",
+                                ));
+                            }
+                            // Names default to weir_<pipeline>, filled in once the name is known.
+                            SourceConfig::Postgres(PostgresConfig {
+                                url: s.url.0,
+                                tables: s.tables,
+                                exclude: s.exclude,
+                                slot: s.slot.map(|i| i.0).unwrap_or_default(),
+                                publication: s.publication.map(|i| i.0).unwrap_or_default(),
+                            })
+                        }
                         other => {
                             return Err(de::Error::custom(format!(
                                 "unknown source type {other:?}"

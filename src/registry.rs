@@ -19,6 +19,16 @@ pub struct Problem {
 /// The source factory for a pipeline.
 pub fn source(cfg: &PipelineConfig) -> Arc<dyn SourceFactory> {
     match &cfg.source {
+        SourceConfig::Postgres(pg) => Arc::new(PostgresFactory {
+            cfg: weir_postgres::source::PostgresSourceConfig {
+                url: pg.url.clone(),
+                tables: pg.tables.clone(),
+                exclude: pg.exclude.clone(),
+                slot: pg.slot.clone(),
+                publication: pg.publication.clone(),
+            },
+            pipeline: cfg.name.clone(),
+        }),
         SourceConfig::Datagen(d) => Arc::new(DatagenFactory {
             cfg: d.clone(),
             pipeline: cfg.name.clone(),
@@ -64,6 +74,12 @@ pub async fn check(cfg: &PipelineConfig) -> Vec<Problem> {
         }
     }
     match &cfg.source {
+        SourceConfig::Postgres(_) => problems.push(Problem {
+            fatal: false,
+            message: "source: the postgres preflight (wal_level, slots, privileges, replica identity) is not \
+                      implemented yet; `weir run` reports these problems when it connects"
+                .into(),
+        }),
         SourceConfig::Datagen(d) => {
             if d.events == 0 {
                 problems.push(Problem {
@@ -93,6 +109,24 @@ impl SourceFactory for DatagenFactory {
     }
     async fn build(&self) -> weir_api::Result<Box<dyn Source>> {
         Ok(Box::new(Datagen::new(self.cfg.clone(), &self.pipeline)))
+    }
+}
+
+struct PostgresFactory {
+    cfg: weir_postgres::source::PostgresSourceConfig,
+    pipeline: String,
+}
+
+#[async_trait]
+impl SourceFactory for PostgresFactory {
+    fn info(&self) -> SourceInfo {
+        weir_postgres::source::PostgresSource::new(self.cfg.clone(), &self.pipeline).info()
+    }
+    async fn build(&self) -> weir_api::Result<Box<dyn Source>> {
+        Ok(Box::new(weir_postgres::source::PostgresSource::new(
+            self.cfg.clone(),
+            &self.pipeline,
+        )))
     }
 }
 

@@ -5,4 +5,5 @@ mod common;
 mod config_errors;
 mod e2e;
 mod log_crash;
+mod postgres;
 mod schemas;

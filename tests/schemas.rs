@@ -68,7 +68,7 @@ fn example_pipeline_files_match_the_pipeline_schema_and_are_accepted() {
         weir::config::parse(&path, &text)
             .unwrap_or_else(|e| panic!("weir rejects {}: {e}", path.display()));
         // A typo'd key fails both weir and the schema.
-        let typo = text.replacen("table_count", "table_cont", 1);
+        let typo = text.replacen("[source]\n", "[source]\ntabel_cont = 1\n", 1);
         let typo_json =
             serde_json::to_value(toml::from_str::<toml::Value>(&typo).unwrap()).unwrap();
         assert!(schemas.validate(&typo_json, index).is_err());

@@ -2,6 +2,7 @@
 
 pub mod pgoutput;
 pub mod replication;
+pub mod source;
 pub mod types;
 
 pub use pgoutput::{DecodeError, DecodeLimits, Decoder, PgOutputMessage, TupleValue};

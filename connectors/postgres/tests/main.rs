@@ -500,3 +500,445 @@ async fn refused_connection_is_a_connect_error() {
     assert!(matches!(err, ReplicationError::Connect { .. }), "{err:?}");
     assert!(!format!("{config:?}{err}{err:?}").contains("hunter2"));
 }
+
+// ---------------------------------------------------------------------------------------
+// The streaming source (weir_postgres::source::PostgresSource).
+// ---------------------------------------------------------------------------------------
+
+mod source {
+    use super::*;
+    use weir_api::{
+        ChangeEvent, ColumnType, ConnectorError, DatagenPosition, Op, PgPosition, Row, Source,
+        SourceItem, SourcePosition, Timestamp, Transaction, Value,
+    };
+    use weir_postgres::source::{PostgresSource, PostgresSourceConfig};
+
+    fn url() -> String {
+        let e = env();
+        // Percent-encoded user and password go through the URL parser.
+        let enc = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+        format!(
+            "postgres://{}:{}@{}:{}/{}",
+            enc(&e.user),
+            enc(&e.password),
+            e.host,
+            e.port,
+            e.database
+        )
+    }
+
+    fn source_config(n: &Names) -> PostgresSourceConfig {
+        PostgresSourceConfig {
+            url: url(),
+            // `?` stands for the `_` after `weir`; the exclude glob matches nothing here.
+            tables: vec![format!("public.weir?{}", &n.table["weir_".len()..])],
+            exclude: vec!["public.weir_excluded_*".into()],
+            slot: n.slot.clone(),
+            publication: n.publication.clone(),
+        }
+    }
+
+    fn pg(p: &SourcePosition) -> PgPosition {
+        match p {
+            SourcePosition::Postgres(p) => *p,
+            other => panic!("not a postgres position: {other:?}"),
+        }
+    }
+
+    /// Starts, retrying while the previous walsender still holds the slot (transient).
+    async fn start(source: &mut PostgresSource, resume: Option<SourcePosition>) {
+        let begun = Instant::now();
+        loop {
+            match source.start(resume.clone()).await {
+                Ok(()) => return,
+                Err(e) if e.is_transient() && begun.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("start: {e:?}"),
+            }
+        }
+    }
+
+    /// Collects items (heartbeats included) until `transactions` transactions have ended.
+    async fn collect_items(source: &mut PostgresSource, transactions: usize) -> Vec<SourceItem> {
+        let begun = Instant::now();
+        let mut items = Vec::new();
+        let ends = |items: &[SourceItem]| {
+            items
+                .iter()
+                .filter(|i| matches!(i, SourceItem::Transaction(_) | SourceItem::Commit(_)))
+                .count()
+        };
+        while ends(&items) < transactions {
+            let left = DEADLINE
+                .checked_sub(begun.elapsed())
+                .unwrap_or_else(|| panic!("timed out; got {}", summary(&items)));
+            let item = tokio::time::timeout(left, source.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out; got {}", summary(&items)))
+                .expect("source item");
+            items.push(item);
+        }
+        items
+    }
+
+    /// One line per item, without the rows.
+    fn summary(items: &[SourceItem]) -> String {
+        items
+            .iter()
+            .map(|i| match i {
+                SourceItem::Schema(s) => format!("Schema({})", s.table),
+                SourceItem::Changes(c) => format!("Changes({})", c.len()),
+                SourceItem::Commit(c) => format!("Commit({})", c.position),
+                SourceItem::Transaction(t) => {
+                    format!("Transaction({}, {})", t.changes.len(), t.commit.position)
+                }
+                SourceItem::Heartbeat(p) => format!("Heartbeat({p})"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn position_of(item: &SourceItem) -> Option<PgPosition> {
+        match item {
+            SourceItem::Schema(_) => None,
+            SourceItem::Changes(c) => c.last().map(|e| pg(&e.position)),
+            SourceItem::Commit(c) => Some(pg(&c.position)),
+            SourceItem::Transaction(t) => Some(pg(&t.commit.position)),
+            SourceItem::Heartbeat(p) => Some(pg(p)),
+        }
+    }
+
+    fn assert_positions_never_go_back(items: &[SourceItem]) {
+        let mut last: Option<PgPosition> = None;
+        for item in items {
+            let mut here: Vec<PgPosition> = Vec::new();
+            match item {
+                SourceItem::Transaction(t) => {
+                    here.extend(t.changes.iter().map(|e| pg(&e.position)));
+                    here.push(pg(&t.commit.position));
+                }
+                SourceItem::Changes(c) => here.extend(c.iter().map(|e| pg(&e.position))),
+                other => here.extend(position_of(other)),
+            }
+            for p in here {
+                if let Some(l) = last {
+                    assert!(p >= l, "position {p:?} after {l:?} in {items:?}");
+                }
+                last = Some(p);
+            }
+        }
+    }
+
+    fn transactions(items: &[SourceItem]) -> Vec<Transaction> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Transaction(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn wait_confirmed(sql: &tokio_postgres::Client, slot: &str, want: u64) {
+        let begun = Instant::now();
+        loop {
+            let now = confirmed_flush(sql, slot)
+                .await
+                .expect("confirmed_flush_lsn");
+            if now == want {
+                return;
+            }
+            assert!(
+                begun.elapsed() < Duration::from_secs(10),
+                "confirmed_flush_lsn {now:X}, want {want:X}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn source_streams_exact_transactions_acks_and_resumes() {
+        let n = names("src");
+        let (table, publication, slot) = (n.table.clone(), n.publication.clone(), n.slot.clone());
+        let cfg = source_config(&n);
+        with_cleanup(&n, async move {
+            let sql = sql().await;
+            sql.batch_execute(&format!(
+                "CREATE TABLE {table} (id int8 PRIMARY KEY, name text, amount numeric(10,2),
+                 at timestamptz, doc jsonb, flag bool)"
+            ))
+            .await
+            .expect("create table");
+
+            let mut source = PostgresSource::new(cfg.clone(), "pipe");
+            let info = source.info();
+            assert_eq!(
+                (info.connector.as_str(), info.name.as_str(), info.db.as_str()),
+                ("postgres", "pipe", env().database.as_str())
+            );
+            // A position of another source kind is a definite error.
+            let err = source
+                .start(Some(SourcePosition::Datagen(DatagenPosition { events: 1 })))
+                .await
+                .expect_err("foreign position");
+            assert!(matches!(err, ConnectorError::Definite { .. }), "{err:?}");
+
+            start(&mut source, None).await;
+            // The source created the publication and the slot.
+            let published = sql
+                .query_one(
+                    "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 AND tablename = $2",
+                    &[&publication, &table],
+                )
+                .await
+                .expect("publication tables")
+                .get::<_, i64>(0);
+            assert_eq!(published, 1);
+            let slot_start = confirmed_flush(&sql, &slot).await.expect("slot created");
+
+            let before_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_millis() as i64;
+            sql.batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO {table} VALUES (1, 'a', 12.50, '2024-02-29 13:45:01.25+00', '{{\"a\": 1}}', true);
+                 INSERT INTO {table} VALUES (2, NULL, NULL, NULL, NULL, NULL);
+                 COMMIT;
+                 BEGIN;
+                 UPDATE {table} SET name = 'a2', flag = false WHERE id = 1;
+                 DELETE FROM {table} WHERE id = 2;
+                 COMMIT;"
+            ))
+            .await
+            .expect("DML");
+            let after_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_millis() as i64;
+
+            let end = source.end_position().await.expect("end position");
+
+            let items = collect_items(&mut source, 2).await;
+            assert_positions_never_go_back(&items);
+            let meaningful: Vec<&SourceItem> = items
+                .iter()
+                .filter(|i| !matches!(i, SourceItem::Heartbeat(_)))
+                .collect();
+            assert_eq!(meaningful.len(), 3, "{}", summary(&items));
+
+            // The schema comes first.
+            let SourceItem::Schema(schema) = meaningful[0] else {
+                panic!("schema first: {items:?}")
+            };
+            assert_eq!(schema.table, weir_api::TableId::new("public", table.as_str()));
+            assert_eq!(schema.version, 0);
+            assert_eq!(schema.primary_key, vec![0]);
+            let cols: Vec<(&str, &ColumnType, &str, bool)> = schema
+                .columns
+                .iter()
+                .map(|c| (c.name.as_str(), &c.ty, c.source_type.as_str(), c.nullable))
+                .collect();
+            assert_eq!(
+                cols,
+                vec![
+                    ("id", &ColumnType::Int { bits: 64, unsigned: false }, "bigint", false),
+                    ("name", &ColumnType::Text { max_len: None }, "text", true),
+                    (
+                        "amount",
+                        &ColumnType::Decimal { precision: Some(10), scale: Some(2) },
+                        "numeric(10,2)",
+                        true
+                    ),
+                    ("at", &ColumnType::TimestampTz, "timestamp with time zone", true),
+                    ("doc", &ColumnType::Json, "jsonb", true),
+                    ("flag", &ColumnType::Bool, "boolean", true),
+                ]
+            );
+
+            let txns = transactions(&items);
+            assert_eq!(txns.len(), 2);
+            let (t1, t2) = (&txns[0], &txns[1]);
+            let c1 = pg(&t1.commit.position);
+            let c2 = pg(&t2.commit.position);
+            assert_eq!(c1.commit_lsn, c1.lsn);
+            assert_eq!(c2.commit_lsn, c2.lsn);
+            assert!(c1 < c2);
+            assert!(c1.commit_lsn.0 > slot_start);
+            // end_position (read after both commits) lies past the second commit: a
+            // keepalive at or past the flush LSN reaches it (checked below).
+            assert!(pg(&end) > c2, "{end:?} vs {c2:?}");
+
+            let ts = |s: i64| Timestamp::from_unix_micros(s);
+            let row1 = Row(vec![
+                Value::Int(1),
+                Value::Text("a".into()),
+                Value::Decimal("12.50".into()),
+                Value::TimestampTz(ts(1_709_214_301_250_000)),
+                Value::Json("{\"a\": 1}".into()),
+                Value::Bool(true),
+            ]);
+            let row2 = Row(vec![
+                Value::Int(2),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            ]);
+            let mut row1b = row1.clone();
+            row1b.0[1] = Value::Text("a2".into());
+            row1b.0[5] = Value::Bool(false);
+            let key2 = Row(vec![
+                Value::Int(2),
+                Value::Unchanged,
+                Value::Unchanged,
+                Value::Unchanged,
+                Value::Unchanged,
+                Value::Unchanged,
+            ]);
+            type Shape = (Op, Option<Row>, Option<Row>);
+            let shape = |t: &Transaction| -> Vec<Shape> {
+                t.changes
+                    .iter()
+                    .map(|e| (e.op, e.before.clone(), e.after.clone()))
+                    .collect()
+            };
+            assert_eq!(
+                shape(t1),
+                vec![(Op::Insert, None, Some(row1)), (Op::Insert, None, Some(row2))]
+            );
+            assert_eq!(
+                shape(t2),
+                vec![(Op::Update, None, Some(row1b)), (Op::Delete, Some(key2), None)]
+            );
+            for (t, c) in [(t1, c1), (t2, c2)] {
+                assert_eq!(t.commit.events, 2);
+                assert!(t.commit.txid.is_some());
+                assert!(
+                    (before_ms - 1000..=after_ms + 1000).contains(&t.commit.ts_ms),
+                    "{} not in {before_ms}..{after_ms}",
+                    t.commit.ts_ms
+                );
+                let mut last_lsn = 0;
+                for e in &t.changes {
+                    let ChangeEvent {
+                        table: et,
+                        schema_version,
+                        position,
+                        txid,
+                        ts_ms,
+                        ..
+                    } = e;
+                    assert_eq!(et, &schema.table);
+                    assert_eq!(*schema_version, 0);
+                    assert_eq!(*txid, t.commit.txid);
+                    assert_eq!(*ts_ms, t.commit.ts_ms);
+                    let p = pg(position);
+                    assert_eq!(p.commit_lsn, c.commit_lsn);
+                    assert!(p.lsn.0 > last_lsn && p.lsn < c.commit_lsn, "{p:?}");
+                    last_lsn = p.lsn.0;
+                }
+            }
+            assert_ne!(t1.commit.txid, t2.commit.txid);
+
+            // Acknowledge the first commit: the slot confirms just past its commit record, so
+            // a restart skips it and sends the second again.
+            source.ack(&t1.commit.position).await.expect("ack");
+            wait_confirmed(&sql, &slot, c1.commit_lsn.0 + 1).await;
+            drop(source);
+
+            let mut again = PostgresSource::new(cfg.clone(), "pipe");
+            start(&mut again, Some(t1.commit.position.clone())).await;
+            let items = collect_items(&mut again, 1).await;
+            assert_positions_never_go_back(&items);
+            let meaningful: Vec<&SourceItem> = items
+                .iter()
+                .filter(|i| !matches!(i, SourceItem::Heartbeat(_)))
+                .collect();
+            assert_eq!(meaningful.len(), 2, "{}", summary(&items));
+            assert_eq!(meaningful[0], &SourceItem::Schema(schema.clone()));
+            assert_eq!(meaningful[1], &SourceItem::Transaction(t2.clone()));
+
+            again.ack(&t2.commit.position).await.expect("ack");
+            wait_confirmed(&sql, &slot, c2.commit_lsn.0 + 1).await;
+
+            // Idle: keepalives come as heartbeats past the last commit; acking one confirms
+            // its wal_end.
+            let item = tokio::time::timeout(DEADLINE, again.next())
+                .await
+                .expect("heartbeat in time")
+                .expect("item");
+            let SourceItem::Heartbeat(hb) = item else {
+                panic!("unexpected item {item:?}")
+            };
+            assert!(pg(&hb) > c2, "{hb:?}");
+            assert!(pg(&hb) >= pg(&end), "{hb:?} vs {end:?}");
+            again.ack(&hb).await.expect("ack heartbeat");
+            wait_confirmed(&sql, &slot, pg(&hb).lsn.0 + 1).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn source_chunks_large_transactions_and_reports_truncate() {
+        let n = names("srcbig");
+        let table = n.table.clone();
+        let cfg = source_config(&n);
+        with_cleanup(&n, async move {
+            let sql = sql().await;
+            sql.batch_execute(&format!(
+                "CREATE TABLE {table} (id int8 PRIMARY KEY, v text)"
+            ))
+            .await
+            .expect("create table");
+            let mut source = PostgresSource::new(cfg, "big");
+            start(&mut source, None).await;
+            const ROWS: usize = 5000;
+            // Two simple queries: two transactions.
+            sql.batch_execute(&format!(
+                "INSERT INTO {table} SELECT g, 'v' || g FROM generate_series(1, {ROWS}) g"
+            ))
+            .await
+            .expect("insert");
+            sql.batch_execute(&format!("TRUNCATE {table}"))
+                .await
+                .expect("truncate");
+            let items = collect_items(&mut source, 2).await;
+            assert_positions_never_go_back(&items);
+            let meaningful: Vec<&SourceItem> = items
+                .iter()
+                .filter(|i| !matches!(i, SourceItem::Heartbeat(_)))
+                .collect();
+            // Relation messages repeated after cache invalidations (the TRUNCATE, other
+            // sessions' DDL) are not announced again when the schema is the same.
+            assert_eq!(meaningful.len(), 5, "{}", summary(&items));
+            assert!(matches!(meaningful[0], SourceItem::Schema(_)));
+            let SourceItem::Changes(a) = meaningful[1] else {
+                panic!("chunk")
+            };
+            let SourceItem::Changes(b) = meaningful[2] else {
+                panic!("chunk")
+            };
+            assert_eq!((a.len(), b.len()), (4096, ROWS - 4096));
+            assert_eq!(
+                b.last().and_then(|e| e.after.clone()),
+                Some(Row(vec![Value::Int(5000), Value::Text("v5000".into())]))
+            );
+            let SourceItem::Commit(commit) = meaningful[3] else {
+                panic!("commit")
+            };
+            assert_eq!(commit.events, ROWS as u64);
+            let SourceItem::Transaction(t) = meaningful[4] else {
+                panic!("truncate transaction")
+            };
+            assert_eq!(t.changes.len(), 1);
+            let e = &t.changes[0];
+            assert_eq!((e.op, &e.before, &e.after), (Op::Truncate, &None, &None));
+            assert_eq!(e.table.name, table);
+            assert!(pg(&t.commit.position) > pg(&commit.position));
+        })
+        .await;
+    }
+}

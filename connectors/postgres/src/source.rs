@@ -1,0 +1,913 @@
+//! The streaming PostgreSQL source: a logical replication slot read with `pgoutput`
+//! (protocol 1), turned into [`SourceItem`]s.
+//!
+//! # Positions
+//!
+//! PostgreSQL resumes logical decoding at a start LSN `s` by skipping every transaction whose
+//! commit record starts *before* `s`; a commit starting exactly at `s` is sent again. So the
+//! LSN to confirm (and to resume from) after a transaction committed at `C` is `C + 1`, and
+//! after a keepalive reporting `wal_end = W` (everything before `W` was sent) it is `W`.
+//!
+//! To keep one rule for every position, a boundary position `(p, p)` means "every
+//! transaction whose commit starts at or before `p` has been delivered", and the LSN
+//! confirmed to the server and used in `START_REPLICATION` for it is `p + 1`:
+//!
+//! * a commit at `C` is `(C, C)` (confirm `C + 1`);
+//! * a keepalive with `wal_end = W` is the heartbeat `(W - 1, W - 1)` (confirm `W`);
+//! * [`Source::end_position`] with the server's flush LSN `F` is `(F - 1, F - 1)`: reached by
+//!   the last commit before `F` or a keepalive at or past `F`.
+//!
+//! A change inside a transaction is `(C, lsn)` with `lsn < C`; acknowledging it confirms `C`
+//! (the transaction is sent again on resume).
+
+use std::collections::{HashMap, VecDeque};
+
+use async_trait::async_trait;
+use weir_api::{
+    ChangeEvent, Column, CommitInfo, ConnectorError, Lsn as ApiLsn, Op, PgPosition, Result, Row,
+    Source, SourceInfo, SourceItem, SourcePosition, TableId, TableSchema, Transaction, Value,
+};
+
+use crate::pgoutput::{
+    Decoder, Lsn, OldTuple, PgOutputMessage, Relation, TupleValue, pg_timestamp_to_unix_millis,
+};
+use crate::replication::{
+    ReplicationClient, ReplicationConfig, ReplicationError, ReplicationEvent, ReplicationStream,
+    SnapshotAction, format_lsn, parse_lsn,
+};
+use crate::types;
+
+/// Changes buffered before a transaction is handed on in chunks.
+const MAX_BUFFERED_CHANGES: usize = 4096;
+
+/// Settings of the PostgreSQL source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSourceConfig {
+    /// `postgres://user:pass@host:port/db`.
+    pub url: String,
+    /// Globs (`*`, `?`) over `schema.table`, e.g. `public.*`.
+    pub tables: Vec<String>,
+    /// Globs of tables to leave out.
+    pub exclude: Vec<String>,
+    /// Logical replication slot (created if missing).
+    pub slot: String,
+    /// Publication (created for the selected tables if missing).
+    pub publication: String,
+}
+
+/// Connection settings parsed from a `postgres://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl {
+    /// Host name or address.
+    pub host: String,
+    /// Port (default 5432).
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// Database (default: the user name).
+    pub database: String,
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+fn percent_decode(s: &str) -> std::result::Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+/// Parses `postgres://user:pass@host:port/db` (also `postgresql://`); query parameters are
+/// ignored; user, password and database are percent-decoded.
+pub fn parse_url(url: &str) -> std::result::Result<PgUrl, String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or("the URL must start with postgres:// or postgresql://")?;
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
+            None => (percent_decode(u)?, None),
+        },
+        None => (String::new(), None),
+    };
+    if user.is_empty() {
+        return Err("the URL names no user (postgres://user:password@host/db)".into());
+    }
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        // [ipv6]:port
+        let (h, after) = h.split_once(']').ok_or("unclosed [ in host")?;
+        (h.to_owned(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (hostport.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
+        None => 5432,
+    };
+    let host = if host.is_empty() {
+        "localhost".to_owned()
+    } else {
+        percent_decode(&host)?
+    };
+    let database = percent_decode(path)?;
+    let database = if database.is_empty() {
+        user.clone()
+    } else {
+        database
+    };
+    Ok(PgUrl {
+        host,
+        port,
+        user,
+        password,
+        database,
+    })
+}
+
+/// Whether `name` matches `glob` (`*`: any run of characters, `?`: one character).
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    let g: Vec<char> = glob.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut gi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match g.get(gi) {
+            Some('*') => {
+                star = Some((gi, ni));
+                gi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                gi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sg, sn)) => {
+                    gi = sg + 1;
+                    ni = sn + 1;
+                    star = Some((sg, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    g[gi.min(g.len())..].iter().all(|&c| c == '*')
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn lsn_of(pos: &SourcePosition) -> Result<PgPosition> {
+    match pos {
+        SourcePosition::Postgres(p) => Ok(*p),
+        other => Err(ConnectorError::definite(format!(
+            "the staging log holds a position of another source ({other}); this pipeline's \
+             source is postgres: reset the pipeline's staging log or use a new pipeline name"
+        ))),
+    }
+}
+
+/// The LSN to confirm and to resume from for a position (see the module docs).
+fn confirm_lsn(p: PgPosition) -> Lsn {
+    if p.lsn >= p.commit_lsn {
+        p.commit_lsn.0.saturating_add(1)
+    } else {
+        p.commit_lsn.0
+    }
+}
+
+fn boundary(p: Lsn) -> PgPosition {
+    PgPosition {
+        commit_lsn: ApiLsn(p),
+        lsn: ApiLsn(p),
+    }
+}
+
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || code.starts_with("40")
+        || code == "55006"
+}
+
+fn sql_error(context: &str, err: tokio_postgres::Error) -> ConnectorError {
+    match err.code() {
+        Some(code) if !is_transient_sqlstate(code.code()) => {
+            ConnectorError::definite_from(format!("{context}: {err}"), err)
+        }
+        _ => ConnectorError::transient_from(format!("{context}: {err}"), err),
+    }
+}
+
+struct Rel {
+    schema: TableSchema,
+    type_oids: Vec<u32>,
+    key: Vec<bool>,
+}
+
+struct Txn {
+    commit_lsn: Lsn,
+    xid: u32,
+    ts_ms: i64,
+    buffer: Vec<ChangeEvent>,
+    chunked: bool,
+    events: u64,
+}
+
+/// Streams changes from a PostgreSQL logical replication slot.
+pub struct PostgresSource {
+    cfg: PostgresSourceConfig,
+    pipeline: String,
+    url: Option<PgUrl>,
+    sql: Option<tokio_postgres::Client>,
+    stream: Option<ReplicationStream>,
+    decoder: Decoder,
+    nullable: HashMap<(String, String, String), bool>,
+    relations: HashMap<u32, Rel>,
+    txn: Option<Txn>,
+    queue: VecDeque<SourceItem>,
+    reply_pending: bool,
+    /// Last LSN confirmed to the server (never moves back: PostgreSQL 15 would follow).
+    confirmed: Lsn,
+    /// Last boundary position handed out, to keep heartbeats from going backwards.
+    last_boundary: Lsn,
+}
+
+impl std::fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSource")
+            .field("pipeline", &self.pipeline)
+            .field("slot", &self.cfg.slot)
+            .field("publication", &self.cfg.publication)
+            .field("confirmed", &format_lsn(self.confirmed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresSource {
+    /// A source for `pipeline_name`; nothing connects before [`Source::start`].
+    pub fn new(cfg: PostgresSourceConfig, pipeline_name: &str) -> Self {
+        let url = parse_url(&cfg.url).ok();
+        PostgresSource {
+            cfg,
+            pipeline: pipeline_name.to_owned(),
+            url,
+            sql: None,
+            stream: None,
+            decoder: Decoder::new(1).expect("protocol 1 is supported"),
+            nullable: HashMap::new(),
+            relations: HashMap::new(),
+            txn: None,
+            queue: VecDeque::new(),
+            reply_pending: false,
+            confirmed: 0,
+            last_boundary: 0,
+        }
+    }
+
+    fn url(&self) -> Result<PgUrl> {
+        parse_url(&self.cfg.url).map_err(|e| {
+            ConnectorError::definite(format!(
+                "postgres source: bad url: {e}; expected postgres://user:password@host:port/db"
+            ))
+        })
+    }
+
+    fn repl_config(url: &PgUrl) -> ReplicationConfig {
+        let mut c = ReplicationConfig::new(url.host.clone(), url.port, url.user.clone())
+            .database(url.database.clone())
+            // The text forms types::parse_text expects.
+            .param("DateStyle", "ISO")
+            .param("IntervalStyle", "postgres")
+            .param("TimeZone", "UTC")
+            .param("extra_float_digits", "3")
+            .param("bytea_output", "hex");
+        if let Some(p) = &url.password {
+            c = c.password(p.clone());
+        }
+        c
+    }
+
+    async fn connect_sql(&mut self) -> Result<&tokio_postgres::Client> {
+        if self.sql.as_ref().is_some_and(|c| c.is_closed()) {
+            self.sql = None;
+        }
+        if self.sql.is_none() {
+            let url = self.url()?;
+            let mut cfg = tokio_postgres::Config::new();
+            cfg.host(&url.host)
+                .port(url.port)
+                .user(&url.user)
+                .dbname(&url.database)
+                .application_name("weir")
+                .connect_timeout(std::time::Duration::from_secs(10));
+            if let Some(p) = &url.password {
+                cfg.password(p);
+            }
+            let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+                sql_error(
+                    &format!("postgres source: connecting to {}:{}", url.host, url.port),
+                    e,
+                )
+            })?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.sql = Some(client);
+        }
+        Ok(self.sql.as_ref().expect("connected above"))
+    }
+
+    fn repl_error(&self, context: &str, err: ReplicationError) -> ConnectorError {
+        let slot = &self.cfg.slot;
+        let publication = &self.cfg.publication;
+        match &err {
+            e if e.is_connection_lost() => ConnectorError::transient_from(
+                format!("postgres source: {context}: connection lost"),
+                err,
+            ),
+            ReplicationError::Connect { .. } | ReplicationError::ConnectTimeout { .. } => {
+                ConnectorError::transient_from(format!("postgres source: {context}: {err}"), err)
+            }
+            ReplicationError::Server { code, message, .. } if code == "42704" => {
+                let what = if message.contains("publication") {
+                    format!(
+                        "publication {publication:?} does not exist: it was dropped; recreate it \
+                         (CREATE PUBLICATION ... FOR TABLE ...) or restart weir, which creates it"
+                    )
+                } else {
+                    format!(
+                        "replication slot {slot:?} does not exist: it was dropped, so the changes \
+                         since the last acknowledged position are lost; take a new snapshot \
+                         (weir recreates the slot on start)"
+                    )
+                };
+                ConnectorError::definite_from(format!("postgres source: {context}: {what}"), err)
+            }
+            ReplicationError::Server { code, .. } if is_transient_sqlstate(code) => {
+                ConnectorError::transient_from(format!("postgres source: {context}: {err}"), err)
+            }
+            _ => ConnectorError::definite_from(format!("postgres source: {context}: {err}"), err),
+        }
+    }
+
+    async fn resolve_tables(&mut self) -> Result<Vec<TableId>> {
+        let tables = self.cfg.tables.clone();
+        let exclude = self.cfg.exclude.clone();
+        let client = self.connect_sql().await?;
+        let rows = client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_catalog.pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \
+                 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("postgres source: listing tables", e))?;
+        let selected: Vec<TableId> = rows
+            .iter()
+            .map(|r| TableId::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .filter(|t| {
+                let full = t.to_string();
+                tables.iter().any(|g| glob_match(g, &full))
+                    && !exclude.iter().any(|g| glob_match(g, &full))
+            })
+            .collect();
+        if selected.is_empty() {
+            return Err(ConnectorError::definite(format!(
+                "postgres source: no table matches {:?} (excluding {:?}); check `tables`",
+                tables, exclude
+            )));
+        }
+        let rows = client
+            .query(
+                "SELECT table_schema::text, table_name::text, column_name::text, \
+                 is_nullable = 'YES' FROM information_schema.columns",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("postgres source: reading column nullability", e))?;
+        self.nullable = rows
+            .iter()
+            .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+            .collect();
+        Ok(selected)
+    }
+
+    async fn ensure_publication(&mut self, tables: &[TableId]) -> Result<()> {
+        let publication = self.cfg.publication.clone();
+        let client = self.connect_sql().await?;
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
+                &[&publication],
+            )
+            .await
+            .map_err(|e| sql_error("postgres source: looking up the publication", e))?
+            .is_some();
+        if !exists {
+            let list: Vec<String> = tables
+                .iter()
+                .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name)))
+                .collect();
+            let sql = format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote_ident(&publication),
+                list.join(", ")
+            );
+            client.batch_execute(&sql).await.map_err(|e| {
+                sql_error(
+                    &format!("postgres source: creating publication {publication:?}"),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The slot's confirmed position, creating the slot when missing.
+    async fn ensure_slot(&mut self, url: &PgUrl) -> Result<Lsn> {
+        let slot = self.cfg.slot.clone();
+        let client = self.connect_sql().await?;
+        let row = client
+            .query_opt(
+                "SELECT plugin::text, database::text, confirmed_flush_lsn::text \
+                 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| sql_error("postgres source: looking up the replication slot", e))?;
+        if let Some(row) = row {
+            let plugin: Option<String> = row.get(0);
+            let database: Option<String> = row.get(1);
+            if plugin.as_deref() != Some("pgoutput") || database.as_deref() != Some(&url.database) {
+                return Err(ConnectorError::definite(format!(
+                    "postgres source: replication slot {slot:?} exists but is not a pgoutput slot \
+                     of database {:?} (plugin {plugin:?}, database {database:?}); choose another \
+                     slot name or drop it",
+                    url.database
+                )));
+            }
+            let confirmed: Option<String> = row.get(2);
+            return Ok(confirmed.as_deref().and_then(parse_lsn).unwrap_or(0));
+        }
+        let config = Self::repl_config(url);
+        let mut repl = ReplicationClient::connect(&config)
+            .await
+            .map_err(|e| self.repl_error("connecting for replication", e))?;
+        let created = repl
+            .create_logical_slot(&slot, "pgoutput", SnapshotAction::NoExport, false)
+            .await
+            .map_err(|e| self.repl_error(&format!("creating replication slot {slot:?}"), e))?;
+        let _ = repl.close().await;
+        Ok(created.consistent_point)
+    }
+
+    fn stream_mut(&mut self) -> Result<&mut ReplicationStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| ConnectorError::definite("postgres source: next() before start()"))
+    }
+
+    fn relation(&mut self, rel: Relation) -> TableSchema {
+        let table = TableId::new(rel.namespace.clone(), rel.name.clone());
+        let columns = rel
+            .columns
+            .iter()
+            .map(|c| {
+                let (ty, source_type) = types::column_type(c.type_oid, c.type_modifier);
+                let nullable = self
+                    .nullable
+                    .get(&(rel.namespace.clone(), rel.name.clone(), c.name.clone()))
+                    .copied()
+                    .unwrap_or(!c.is_key());
+                Column {
+                    name: c.name.clone(),
+                    ty,
+                    source_type,
+                    nullable,
+                }
+            })
+            .collect();
+        let schema = TableSchema {
+            table,
+            version: 0,
+            columns,
+            primary_key: (0..rel.columns.len())
+                .filter(|&i| rel.columns[i].is_key())
+                .collect(),
+        };
+        self.relations.insert(
+            rel.oid,
+            Rel {
+                schema: schema.clone(),
+                type_oids: rel.columns.iter().map(|c| c.type_oid).collect(),
+                key: rel.columns.iter().map(|c| c.is_key()).collect(),
+            },
+        );
+        schema
+    }
+
+    fn row(rel: &Rel, tuple: &[TupleValue], key_only: bool) -> Result<Row> {
+        if tuple.len() != rel.type_oids.len() {
+            return Err(ConnectorError::definite(format!(
+                "postgres source: {} row has {} values for {} columns",
+                rel.schema.table,
+                tuple.len(),
+                rel.type_oids.len()
+            )));
+        }
+        tuple
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if key_only && !rel.key[i] {
+                    return Ok(Value::Unchanged);
+                }
+                match v {
+                    TupleValue::Null => Ok(Value::Null),
+                    TupleValue::UnchangedToast => Ok(Value::Unchanged),
+                    TupleValue::Text(t) => types::parse_text(rel.type_oids[i], t).map_err(|e| {
+                        ConnectorError::definite_from(
+                            format!(
+                                "postgres source: {} column {}: {e}",
+                                rel.schema.table, rel.schema.columns[i].name
+                            ),
+                            e,
+                        )
+                    }),
+                    TupleValue::Binary(_) => Err(ConnectorError::definite(
+                        "postgres source: binary tuple value on a text-mode stream",
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Row)
+    }
+
+    fn old_row(rel: &Rel, old: &OldTuple) -> Result<Row> {
+        match old {
+            OldTuple::Key(t) => Self::row(rel, t, true),
+            OldTuple::Full(t) => Self::row(rel, t, false),
+        }
+    }
+
+    fn push_change(&mut self, event: ChangeEvent) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        txn.buffer.push(event);
+        txn.events += 1;
+        if txn.buffer.len() >= MAX_BUFFERED_CHANGES {
+            txn.chunked = true;
+            self.queue
+                .push_back(SourceItem::Changes(std::mem::take(&mut txn.buffer)));
+        }
+    }
+
+    fn change(
+        &mut self,
+        oid: u32,
+        op: Op,
+        before: Option<&OldTuple>,
+        after: Option<&[TupleValue]>,
+        lsn: Lsn,
+    ) -> Result<()> {
+        let Some(txn) = self.txn.as_ref() else {
+            return Err(ConnectorError::definite(
+                "postgres source: change outside a transaction",
+            ));
+        };
+        let Some(rel) = self.relations.get(&oid) else {
+            return Err(ConnectorError::definite(format!(
+                "postgres source: change for relation {oid} before its Relation message"
+            )));
+        };
+        let event = ChangeEvent {
+            table: rel.schema.table.clone(),
+            schema_version: 0,
+            op,
+            before: before.map(|o| Self::old_row(rel, o)).transpose()?,
+            after: after.map(|t| Self::row(rel, t, false)).transpose()?,
+            position: SourcePosition::Postgres(PgPosition {
+                commit_lsn: ApiLsn(txn.commit_lsn),
+                lsn: ApiLsn(lsn),
+            }),
+            txid: Some(u64::from(txn.xid)),
+            ts_ms: txn.ts_ms,
+        };
+        self.push_change(event);
+        Ok(())
+    }
+
+    fn handle(&mut self, event: ReplicationEvent) -> Result<()> {
+        match event {
+            ReplicationEvent::XLogData {
+                start_lsn, data, ..
+            } => {
+                let message = self.decoder.decode(&data, false).map_err(|e| {
+                    ConnectorError::definite_from(
+                        format!(
+                            "postgres source: undecodable pgoutput message at {}",
+                            format_lsn(start_lsn)
+                        ),
+                        e,
+                    )
+                })?;
+                self.message(message, start_lsn)
+            }
+            ReplicationEvent::Keepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                if reply_requested {
+                    self.reply_pending = true;
+                }
+                let p = wal_end.saturating_sub(1);
+                if self.txn.is_none() && wal_end > 0 && p >= self.last_boundary {
+                    self.last_boundary = p;
+                    self.queue
+                        .push_back(SourceItem::Heartbeat(SourcePosition::Postgres(boundary(p))));
+                }
+                Ok(())
+            }
+            ReplicationEvent::End => {
+                self.stream = None;
+                Err(ConnectorError::transient(
+                    "postgres source: the server ended the replication stream",
+                ))
+            }
+        }
+    }
+
+    fn message(&mut self, message: PgOutputMessage, lsn: Lsn) -> Result<()> {
+        match message {
+            PgOutputMessage::Begin(b) => {
+                self.txn = Some(Txn {
+                    commit_lsn: b.final_lsn,
+                    xid: b.xid,
+                    ts_ms: pg_timestamp_to_unix_millis(b.commit_timestamp),
+                    buffer: Vec::new(),
+                    chunked: false,
+                    events: 0,
+                });
+            }
+            PgOutputMessage::Relation(rel) => {
+                let known = self.relations.get(&rel.oid).map(|r| r.schema.clone());
+                let schema = self.relation(rel);
+                // Sent again after any cache invalidation; announce only real changes.
+                if known.as_ref() == Some(&schema) {
+                    return Ok(());
+                }
+                // Keep order with changes already buffered.
+                if let Some(txn) = self.txn.as_mut()
+                    && !txn.buffer.is_empty()
+                {
+                    txn.chunked = true;
+                    self.queue
+                        .push_back(SourceItem::Changes(std::mem::take(&mut txn.buffer)));
+                }
+                self.queue.push_back(SourceItem::Schema(schema));
+            }
+            PgOutputMessage::Insert(i) => {
+                self.change(i.relation_oid, Op::Insert, None, Some(&i.new), lsn)?;
+            }
+            PgOutputMessage::Update(u) => {
+                self.change(
+                    u.relation_oid,
+                    Op::Update,
+                    u.old.as_ref(),
+                    Some(&u.new),
+                    lsn,
+                )?;
+            }
+            PgOutputMessage::Delete(d) => {
+                self.change(d.relation_oid, Op::Delete, Some(&d.old), None, lsn)?;
+            }
+            PgOutputMessage::Truncate(t) => {
+                for oid in t.relation_oids {
+                    self.change(oid, Op::Truncate, None, None, lsn)?;
+                }
+            }
+            PgOutputMessage::Commit(c) => {
+                let Some(mut txn) = self.txn.take() else {
+                    return Err(ConnectorError::definite(
+                        "postgres source: Commit without Begin",
+                    ));
+                };
+                let position = SourcePosition::Postgres(boundary(c.commit_lsn));
+                self.last_boundary = self.last_boundary.max(c.commit_lsn);
+                if txn.events == 0 {
+                    self.queue.push_back(SourceItem::Heartbeat(position));
+                    return Ok(());
+                }
+                let commit = CommitInfo {
+                    position,
+                    txid: Some(u64::from(txn.xid)),
+                    ts_ms: pg_timestamp_to_unix_millis(c.commit_timestamp),
+                    events: txn.events,
+                };
+                if txn.chunked {
+                    if !txn.buffer.is_empty() {
+                        self.queue
+                            .push_back(SourceItem::Changes(std::mem::take(&mut txn.buffer)));
+                    }
+                    self.queue.push_back(SourceItem::Commit(commit));
+                } else {
+                    self.queue.push_back(SourceItem::Transaction(Transaction {
+                        changes: txn.buffer,
+                        commit,
+                    }));
+                }
+            }
+            // Origins, types (unknown oids stay Value::Other) and logical messages: nothing
+            // to stage.
+            PgOutputMessage::Origin(_) | PgOutputMessage::Type(_) | PgOutputMessage::Message(_) => {
+            }
+            other => {
+                return Err(ConnectorError::definite(format!(
+                    "postgres source: unexpected message on a protocol 1 stream: {other:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            connector: "postgres".into(),
+            name: self.pipeline.clone(),
+            db: self
+                .url
+                .as_ref()
+                .map(|u| u.database.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn start(&mut self, resume: Option<SourcePosition>) -> Result<()> {
+        let resume_lsn = resume.as_ref().map(lsn_of).transpose()?.map(confirm_lsn);
+        let url = self.url()?;
+        if let Some(old) = self.stream.take() {
+            let _ = old.close().await;
+        }
+        self.txn = None;
+        self.queue.clear();
+        self.relations.clear();
+        self.reply_pending = false;
+        let tables = self.resolve_tables().await?;
+        self.ensure_publication(&tables).await?;
+        let slot_confirmed = self.ensure_slot(&url).await?;
+        let start = resume_lsn.unwrap_or(0);
+        let config = Self::repl_config(&url);
+        let client = ReplicationClient::connect(&config)
+            .await
+            .map_err(|e| self.repl_error("connecting for replication", e))?;
+        let publications = quote_ident(&self.cfg.publication);
+        let stream = client
+            .start_logical_replication(
+                &self.cfg.slot,
+                start,
+                &[("proto_version", "1"), ("publication_names", &publications)],
+            )
+            .await
+            .map_err(|e| self.repl_error("START_REPLICATION", e))?;
+        self.stream = Some(stream);
+        // Never confirm less than the slot already has (PostgreSQL 15 would move back).
+        self.confirmed = start.max(slot_confirmed);
+        self.last_boundary = self.confirmed.saturating_sub(1);
+        Ok(())
+    }
+
+    async fn end_position(&mut self) -> Result<SourcePosition> {
+        let client = self.connect_sql().await?;
+        let row = client
+            .query_one("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
+            .await
+            .map_err(|e| sql_error("postgres source: reading the WAL flush position", e))?;
+        let text: String = row.get(0);
+        let lsn = parse_lsn(&text).ok_or_else(|| {
+            ConnectorError::definite(format!("postgres source: bad LSN {text:?} from server"))
+        })?;
+        Ok(SourcePosition::Postgres(boundary(lsn.saturating_sub(1))))
+    }
+
+    async fn next(&mut self) -> Result<SourceItem> {
+        loop {
+            if self.reply_pending {
+                let confirmed = self.confirmed;
+                let stream = self.stream_mut()?;
+                let sent = stream.send_status(confirmed, false).await;
+                sent.map_err(|e| self.repl_error("answering a keepalive", e))?;
+                self.reply_pending = false;
+            }
+            if let Some(item) = self.queue.pop_front() {
+                return Ok(item);
+            }
+            let event = self.stream_mut()?.next().await;
+            let event = event.map_err(|e| self.repl_error("reading the replication stream", e))?;
+            self.handle(event)?;
+        }
+    }
+
+    async fn ack(&mut self, position: &SourcePosition) -> Result<()> {
+        let lsn = confirm_lsn(lsn_of(position)?);
+        if lsn <= self.confirmed {
+            return Ok(());
+        }
+        let stream = self.stream_mut()?;
+        let sent = stream.send_status(lsn, false).await;
+        sent.map_err(|e| self.repl_error("acknowledging", e))?;
+        self.confirmed = lsn;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u =
+            parse_url("postgres://us%40er:p%3Ass@db.example:6543/my%20db?sslmode=disable").unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.password.as_deref(), u.host.as_str()),
+            ("us@er", Some("p:ss"), "db.example")
+        );
+        assert_eq!((u.port, u.database.as_str()), (6543, "my db"));
+        let u = parse_url("postgresql://bob@[::1]/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.database.as_str()),
+            ("::1", 5432, "bob")
+        );
+        assert!(parse_url("mysql://a@b/c").is_err());
+        assert!(parse_url("postgres://host/db").is_err());
+        assert!(parse_url("postgres://a:%zz@h/d").is_err());
+        assert!(!format!("{:?}", parse_url("postgres://a:secret@h/d").unwrap()).contains("secret"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("public.*", "public.orders"));
+        assert!(!glob_match("public.*", "sales.orders"));
+        assert!(glob_match("*.ord?rs", "x.orders"));
+        assert!(!glob_match("*.ord?rs", "x.ordrs"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXbYbc"));
+        assert!(!glob_match("a*b", "aXbY"));
+    }
+
+    #[test]
+    fn quoting_and_confirm_lsns() {
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(confirm_lsn(boundary(100)), 101);
+        let mid = PgPosition {
+            commit_lsn: ApiLsn(100),
+            lsn: ApiLsn(40),
+        };
+        assert_eq!(confirm_lsn(mid), 100);
+    }
+}
