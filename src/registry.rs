@@ -19,14 +19,8 @@ pub struct Problem {
 /// The source factory for a pipeline.
 pub fn source(cfg: &PipelineConfig) -> Arc<dyn SourceFactory> {
     match &cfg.source {
-        SourceConfig::Postgres(pg) => Arc::new(PostgresFactory {
-            cfg: weir_postgres::source::PostgresSourceConfig {
-                url: pg.url.clone(),
-                tables: pg.tables.clone(),
-                exclude: pg.exclude.clone(),
-                slot: pg.slot.clone(),
-                publication: pg.publication.clone(),
-            },
+        SourceConfig::Postgres(_) => Arc::new(PostgresFactory {
+            cfg: postgres_config(cfg).expect("a postgres source"),
             pipeline: cfg.name.clone(),
         }),
         SourceConfig::Datagen(d) => Arc::new(DatagenFactory {
@@ -74,12 +68,16 @@ pub async fn check(cfg: &PipelineConfig) -> Vec<Problem> {
         }
     }
     match &cfg.source {
-        SourceConfig::Postgres(_) => problems.push(Problem {
-            fatal: false,
-            message: "source: the postgres preflight (wal_level, slots, privileges, replica identity) is not \
-                      implemented yet; `weir run` reports these problems when it connects"
-                .into(),
-        }),
+        SourceConfig::Postgres(_) => {
+            if let Some(pg) = postgres_config(cfg) {
+                for f in weir_postgres::check::preflight(&pg).await {
+                    problems.push(Problem {
+                        fatal: f.fatal,
+                        message: format!("source: {}", f.message),
+                    });
+                }
+            }
+        }
         SourceConfig::Datagen(d) => {
             if d.events == 0 {
                 problems.push(Problem {
@@ -109,6 +107,19 @@ impl SourceFactory for DatagenFactory {
     }
     async fn build(&self) -> weir_api::Result<Box<dyn Source>> {
         Ok(Box::new(Datagen::new(self.cfg.clone(), &self.pipeline)))
+    }
+}
+
+fn postgres_config(cfg: &PipelineConfig) -> Option<weir_postgres::source::PostgresSourceConfig> {
+    match &cfg.source {
+        SourceConfig::Postgres(pg) => Some(weir_postgres::source::PostgresSourceConfig {
+            url: pg.url.clone(),
+            tables: pg.tables.clone(),
+            exclude: pg.exclude.clone(),
+            slot: pg.slot.clone(),
+            publication: pg.publication.clone(),
+        }),
+        _ => None,
     }
 }
 

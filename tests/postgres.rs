@@ -132,3 +132,170 @@ fn postgres_changes_reach_the_file_sink_exactly_once() {
     run_once();
     assert_eq!(read().len(), 4);
 }
+
+#[test]
+fn sigkilled_postgres_pipeline_delivers_every_committed_change_exactly_once() {
+    let tag = format!(
+        "k{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    );
+    let name = format!("pg{tag}");
+    let table = format!("weir_kill_{tag}");
+    let _cleanup = Cleanup {
+        name: name.clone(),
+        table: table.clone(),
+    };
+    psql(&format!(
+        "CREATE TABLE public.\"{table}\" (id bigint PRIMARY KEY, v int NOT NULL)"
+    ));
+    let dir = TempDir::new("pg-kill");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\ntables = [\"public.{table}\"]\nsnapshot = \"never\"\n\n[[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
+        ),
+    );
+    run_once_ok(&pipeline); // creates the slot
+
+    // Load: 400 transactions of 5 inserts, spread over a few seconds, then one 2,000-row update.
+    const TXNS: u64 = 400;
+    let mut script = String::new();
+    for t in 0..TXNS {
+        let rows: Vec<String> = (0..5).map(|r| format!("({}, 0)", t * 5 + r)).collect();
+        script.push_str(&format!(
+            "BEGIN; INSERT INTO public.\"{table}\" VALUES {}; COMMIT;\n",
+            rows.join(", ")
+        ));
+        if t % 20 == 0 {
+            script.push_str("SELECT pg_sleep(0.1);\n");
+        }
+    }
+    script.push_str(&format!("UPDATE public.\"{table}\" SET v = 1;\n"));
+    let script_path = dir.path().join("load.sql");
+    std::fs::write(&script_path, script).unwrap();
+    let load = std::thread::spawn(move || {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-XqAt",
+                "-f",
+            ])
+            .arg(&script_path)
+            .env("PGPASSWORD", "postgres")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let mut rng = Rng(77);
+    for _ in 0..6 {
+        let mut child = weir().arg("run").arg(&pipeline).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.range(300, 900)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    load.join().unwrap();
+    run_once_ok(&pipeline);
+
+    let file = dir.path().join(format!("out/public.{table}.jsonl"));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let n = (TXNS * 5) as usize;
+    assert_eq!(
+        events.len(),
+        2 * n,
+        "every insert and every update exactly once"
+    );
+    for (i, e) in events[..n].iter().enumerate() {
+        assert_eq!(
+            (e["op"].as_str(), e["after"]["id"].as_u64()),
+            (Some("c"), Some(i as u64)),
+            "insert {i}"
+        );
+    }
+    let mut updated: Vec<u64> = events[n..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e["op"], "u");
+            assert_eq!(e["after"]["v"], 1);
+            e["after"]["id"].as_u64().unwrap()
+        })
+        .collect();
+    updated.sort_unstable();
+    assert_eq!(updated, (0..n as u64).collect::<Vec<_>>());
+    let txids: std::collections::BTreeSet<String> = events[n..]
+        .iter()
+        .map(|e| e["source"]["txid"].to_string())
+        .collect();
+    assert_eq!(
+        txids.len(),
+        1,
+        "the 2,000-row update is one source transaction"
+    );
+}
+
+#[test]
+fn check_reports_postgres_problems_with_their_fix() {
+    let tag = format!(
+        "c{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    );
+    let name = format!("pg{tag}");
+    let table = format!("weir_check_{tag}");
+    let _cleanup = Cleanup {
+        name: name.clone(),
+        table: table.clone(),
+    };
+    psql(&format!("CREATE TABLE public.\"{table}\" (a int, b text)"));
+    let dir = TempDir::new("pg-check");
+    let write = |tables: &str| {
+        write_pipeline(
+            dir.path(),
+            &format!(
+                "name = \"{name}\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\ntables = [{tables}]\nsnapshot = \"never\"\n[[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
+            ),
+        )
+    };
+    // A keyless table: a warning that says what to run; not fatal.
+    let out = run(weir()
+        .arg("check")
+        .arg(write(&format!("\"public.{table}\""))));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("REPLICA IDENTITY FULL") && stdout.contains(table.as_str()),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(":postgres@"), "password printed: {stdout}");
+    // Nothing matches: fatal, exit 1.
+    let out = run(weir().arg("check").arg(write("\"nosuchschema.nothing_*\"")));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -1,5 +1,6 @@
 //! weir PostgreSQL connector.
 
+pub mod check;
 pub mod pgoutput;
 pub mod replication;
 pub mod source;

@@ -194,6 +194,21 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The settings of a normal SQL connection to `url`.
+pub(crate) fn sql_config(url: &PgUrl) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&url.host)
+        .port(url.port)
+        .user(&url.user)
+        .dbname(&url.database)
+        .application_name("weir")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(p) = &url.password {
+        cfg.password(p);
+    }
+    cfg
+}
+
 fn lsn_of(pos: &SourcePosition) -> Result<PgPosition> {
     match pos {
         SourcePosition::Postgres(p) => Ok(*p),
@@ -332,16 +347,7 @@ impl PostgresSource {
         }
         if self.sql.is_none() {
             let url = self.url()?;
-            let mut cfg = tokio_postgres::Config::new();
-            cfg.host(&url.host)
-                .port(url.port)
-                .user(&url.user)
-                .dbname(&url.database)
-                .application_name("weir")
-                .connect_timeout(std::time::Duration::from_secs(10));
-            if let Some(p) = &url.password {
-                cfg.password(p);
-            }
+            let cfg = sql_config(&url);
             let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
                 sql_error(
                     &format!("postgres source: connecting to {}:{}", url.host, url.port),

@@ -942,3 +942,328 @@ mod source {
         .await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The preflight (weir_postgres::check::preflight).
+// ---------------------------------------------------------------------------------------
+
+mod preflight {
+    use super::*;
+    use weir_postgres::check::{Finding, preflight};
+    use weir_postgres::source::PostgresSourceConfig;
+
+    fn url_for(user: &str, password: &str, port: u16) -> String {
+        let e = env();
+        format!(
+            "postgres://{user}:{password}@{}:{port}/{}",
+            e.host, e.database
+        )
+    }
+
+    fn config(url: String, n: &Names) -> PostgresSourceConfig {
+        PostgresSourceConfig {
+            url,
+            tables: vec![format!("public.{}", n.table)],
+            exclude: vec![],
+            slot: n.slot.clone(),
+            publication: n.publication.clone(),
+        }
+    }
+
+    fn good_config(n: &Names) -> PostgresSourceConfig {
+        let e = env();
+        config(url_for(&e.user, &e.password, e.port), n)
+    }
+
+    fn fatal(findings: &[Finding]) -> Vec<&Finding> {
+        findings.iter().filter(|f| f.fatal).collect()
+    }
+
+    /// Runs `body`, then whatever happened runs `drop_sql` (each statement on its own) and the
+    /// usual slot/publication/table cleanup, then re-raises a panic from the body.
+    async fn guarded<F>(n: &Names, drop_sql: Vec<String>, body: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let outcome = tokio::spawn(body).await;
+        if let Ok(client) = try_sql().await {
+            cleanup(&client, n).await;
+            for sql in &drop_sql {
+                let _ = client.batch_execute(sql).await;
+            }
+        }
+        if let Err(err) = outcome {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    }
+
+    #[tokio::test]
+    async fn good_config_has_no_fatal_findings() {
+        let n = names("pf_good");
+        let cfg = good_config(&n);
+        let table = n.table.clone();
+        guarded(&n, vec![], async move {
+            sql()
+                .await
+                .batch_execute(&format!(
+                    "CREATE TABLE {table} (id int PRIMARY KEY, v text)"
+                ))
+                .await
+                .expect("create table");
+            let findings = preflight(&cfg).await;
+            assert!(fatal(&findings).is_empty(), "{findings:#?}");
+            assert!(
+                !findings.iter().any(|f| f.message.contains(&table)),
+                "{findings:#?}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn glob_matching_nothing_is_fatal() {
+        let n = names("pf_none");
+        let mut cfg = good_config(&n);
+        cfg.tables = vec![format!("public.{}_nothing_*", n.table)];
+        guarded(&n, vec![], async move {
+            let findings = preflight(&cfg).await;
+            let f = fatal(&findings);
+            assert_eq!(f.len(), 1, "{findings:#?}");
+            assert!(f[0].message.contains("no table matches"), "{findings:#?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn keyless_table_warns_about_replica_identity() {
+        let n = names("pf_nokey");
+        let cfg = good_config(&n);
+        let table = n.table.clone();
+        guarded(&n, vec![], async move {
+            sql()
+                .await
+                .batch_execute(&format!("CREATE TABLE {table} (id int, v text)"))
+                .await
+                .expect("create table");
+            let findings = preflight(&cfg).await;
+            assert!(fatal(&findings).is_empty(), "{findings:#?}");
+            let w: Vec<_> = findings
+                .iter()
+                .filter(|f| f.message.contains(&table))
+                .collect();
+            assert_eq!(w.len(), 1, "{findings:#?}");
+            assert!(!w[0].fatal);
+            assert!(
+                w[0].message.contains(&format!(
+                    "ALTER TABLE \"public\".\"{table}\" REPLICA IDENTITY FULL"
+                )),
+                "{findings:#?}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn replica_identity_nothing_is_fatal() {
+        let n = names("pf_nothing");
+        let cfg = good_config(&n);
+        let table = n.table.clone();
+        guarded(&n, vec![], async move {
+            sql()
+                .await
+                .batch_execute(&format!(
+                    "CREATE TABLE {table} (id int PRIMARY KEY, v text);
+                     ALTER TABLE {table} REPLICA IDENTITY NOTHING;"
+                ))
+                .await
+                .expect("create table");
+            let findings = preflight(&cfg).await;
+            let f = fatal(&findings);
+            assert_eq!(f.len(), 1, "{findings:#?}");
+            assert!(f[0].message.contains(&table), "{findings:#?}");
+            assert!(
+                f[0].message.contains("REPLICA IDENTITY NOTHING"),
+                "{findings:#?}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn role_without_replication_or_select_is_told_what_to_grant() {
+        let n = names("pf_role");
+        let role = format!("weir_r_{}", &n.table["weir_t_".len()..]);
+        let password = "weir_pf_Secret_42";
+        let e = env();
+        let cfg = config(url_for(&role, password, e.port), &n);
+        let table = n.table.clone();
+        let drop = vec![
+            format!("DROP TABLE IF EXISTS {table}"),
+            format!("DROP ROLE IF EXISTS {role}"),
+        ];
+        guarded(&n, drop, async move {
+            sql()
+                .await
+                .batch_execute(&format!(
+                    "CREATE ROLE {role} LOGIN PASSWORD '{password}' NOSUPERUSER NOREPLICATION;
+                     CREATE TABLE {table} (id int PRIMARY KEY, v text);"
+                ))
+                .await
+                .expect("create role and table");
+            let findings = preflight(&cfg).await;
+            let f = fatal(&findings);
+            assert!(
+                f.iter().any(|f| f
+                    .message
+                    .contains(&format!("ALTER ROLE \"{role}\" REPLICATION"))),
+                "{findings:#?}"
+            );
+            assert!(
+                f.iter().any(|f| f.message.contains(&format!(
+                    "GRANT SELECT ON \"public\".\"{table}\" TO \"{role}\""
+                ))),
+                "{findings:#?}"
+            );
+            assert!(
+                !findings.iter().any(|f| f.message.contains(password)),
+                "{findings:#?}"
+            );
+        })
+        .await;
+    }
+
+    /// A one-connection stand-in for a PostgreSQL server that asks for a cleartext password
+    /// and rejects it with an error message quoting it back (as a careless proxy might), so
+    /// the redaction is tested too. Returns its port.
+    async fn password_rejecting_server() -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            // Startup (answering an SSLRequest with 'N' first).
+            loop {
+                let len = sock.read_i32().await.expect("length") as usize;
+                let mut body = vec![0; len - 4];
+                sock.read_exact(&mut body).await.expect("startup");
+                if body[..4] == 80877103i32.to_be_bytes() {
+                    sock.write_all(b"N").await.expect("ssl refusal");
+                } else {
+                    break;
+                }
+            }
+            sock.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])
+                .await
+                .expect("auth request");
+            let tag = sock.read_u8().await.expect("tag");
+            assert_eq!(tag, b'p');
+            let len = sock.read_i32().await.expect("length") as usize;
+            let mut body = vec![0; len - 4];
+            sock.read_exact(&mut body).await.expect("password");
+            let sent = String::from_utf8_lossy(&body[..body.len() - 1]).into_owned();
+            let mut fields = Vec::new();
+            for (code, value) in [
+                (b'S', "FATAL".to_owned()),
+                (b'V', "FATAL".to_owned()),
+                (b'C', "28P01".to_owned()),
+                (
+                    b'M',
+                    format!("password authentication failed for user \"postgres\" ({sent})"),
+                ),
+            ] {
+                fields.push(code);
+                fields.extend_from_slice(value.as_bytes());
+                fields.push(0);
+            }
+            fields.push(0);
+            let mut msg = vec![b'E'];
+            msg.extend_from_slice(&(fields.len() as i32 + 4).to_be_bytes());
+            msg.extend_from_slice(&fields);
+            let _ = sock.write_all(&msg).await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn wrong_password_is_a_connect_finding_without_the_password() {
+        let n = names("pf_pw");
+        let e = env();
+        let password = "Not_The_Password_7731";
+        let port = password_rejecting_server().await;
+        let cfg = config(url_for(&e.user, password, port), &n);
+        let findings = preflight(&cfg).await;
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert!(findings[0].fatal);
+        let m = &findings[0].message;
+        assert!(m.contains("cannot connect"), "{m}");
+        assert!(m.contains(&format!("{}:{port}", e.host)), "{m}");
+        assert!(m.contains("password authentication failed"), "{m}");
+        assert!(!m.contains(password), "{m}");
+
+        // The real server (which may trust local connections, so only the redaction is
+        // certain): whatever it says, the password is not repeated.
+        let cfg = config(url_for(&e.user, password, e.port), &n);
+        let findings = preflight(&cfg).await;
+        assert!(
+            !findings.iter().any(|f| f.message.contains(password)),
+            "{findings:#?}"
+        );
+        if findings
+            .iter()
+            .any(|f| f.message.contains("cannot connect"))
+        {
+            assert_eq!(findings.len(), 1, "{findings:#?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn existing_slot_of_another_kind_is_fatal() {
+        let n = names("pf_slot");
+        let cfg = good_config(&n);
+        let (table, slot) = (n.table.clone(), n.slot.clone());
+        guarded(&n, vec![], async move {
+            let client = sql().await;
+            client
+                .batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"))
+                .await
+                .expect("create table");
+            client
+                .execute("SELECT pg_create_physical_replication_slot($1)", &[&slot])
+                .await
+                .expect("create physical slot");
+            let findings = preflight(&cfg).await;
+            let f = fatal(&findings);
+            assert_eq!(f.len(), 1, "{findings:#?}");
+            assert!(
+                f[0].message.contains("instead of pgoutput"),
+                "{findings:#?}"
+            );
+            assert!(
+                f[0].message
+                    .contains(&format!("SELECT pg_drop_replication_slot('{slot}')")),
+                "{findings:#?}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn bad_port_is_a_connect_finding() {
+        let n = names("pf_port");
+        let e = env();
+        let cfg = config(url_for(&e.user, "hunter2", 1), &n);
+        let findings = preflight(&cfg).await;
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert!(findings[0].fatal);
+        let m = &findings[0].message;
+        assert!(
+            m.contains(&format!("cannot connect to PostgreSQL at {}:1", e.host)),
+            "{m}"
+        );
+        assert!(!m.contains("hunter2"), "{m}");
+    }
+}
