@@ -141,9 +141,10 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Snapshot { pipeline, tables } => {
             let cfg = config::load(&pipeline)?;
             anyhow::bail!(
-                "weir snapshot: the {} source has no tables to backfill ({}); snapshots come with the postgres and mysql sources",
-                cfg.source.kind(),
-                tables.join(", ")
+                "weir snapshot {}: backfills are not implemented yet for the {} source \
+                 (they come with the snapshot reader of the postgres and mysql sources)",
+                tables.join(" "),
+                cfg.source.kind()
             )
         }
         Command::LogTorture { dir } => {
