@@ -49,33 +49,46 @@ impl Drop for Cleanup {
     }
 }
 
-#[test]
-fn postgres_changes_reach_the_file_sink_exactly_once() {
-    let tag = format!(
-        "{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            % 1_000_000
-    );
+/// A test's unique pipeline name and table (`kind` tells tests apart), with its cleanup.
+fn fixture(kind: &str, columns: &str) -> (String, String, Cleanup) {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let tag = format!("{kind}{}_{}", std::process::id(), millis % 1_000_000);
     let name = format!("pg{tag}");
-    let table = format!("weir_e2e_{tag}");
-    let _cleanup = Cleanup {
+    let table = format!("weir_{kind}_{tag}");
+    let cleanup = Cleanup {
         name: name.clone(),
         table: table.clone(),
     };
-    psql(&format!(
-        "CREATE TABLE public.\"{table}\" (id bigint PRIMARY KEY, name text, amount numeric(20,2), at timestamptz, doc jsonb, ok boolean)"
-    ));
-    let dir = TempDir::new("pg-file");
-    let pipeline = write_pipeline(
-        dir.path(),
+    psql(&format!("CREATE TABLE public.\"{table}\" ({columns})"));
+    (name, table, cleanup)
+}
+
+/// A postgres → file pipeline over `table`; `password` is the URL's password text.
+fn pg_pipeline(
+    dir: &std::path::Path,
+    name: &str,
+    table: &str,
+    password: &str,
+) -> std::path::PathBuf {
+    write_pipeline(
+        dir,
         &format!(
-            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres:${{WEIR_TEST_PGPASSWORD}}@127.0.0.1:5432/postgres\"\ntables = [\"public.{table}\"]\nsnapshot = \"never\"\n\n[[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres:{password}@127.0.0.1:5432/postgres\"\ntables = [\"public.{table}\"]\nsnapshot = \"never\"\n\n[[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
         ),
+    )
+}
+
+#[test]
+fn postgres_changes_reach_the_file_sink_exactly_once() {
+    let (name, table, _cleanup) = fixture(
+        "e2e",
+        "id bigint PRIMARY KEY, name text, amount numeric(20,2), at timestamptz, doc jsonb, ok boolean",
     );
+    let dir = TempDir::new("pg-file");
+    let pipeline = pg_pipeline(dir.path(), &name, &table, "${WEIR_TEST_PGPASSWORD}");
     let run_once = || {
         let out = run(weir()
             .args(["run", "--once"])
@@ -135,31 +148,9 @@ fn postgres_changes_reach_the_file_sink_exactly_once() {
 
 #[test]
 fn sigkilled_postgres_pipeline_delivers_every_committed_change_exactly_once() {
-    let tag = format!(
-        "k{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            % 1_000_000
-    );
-    let name = format!("pg{tag}");
-    let table = format!("weir_kill_{tag}");
-    let _cleanup = Cleanup {
-        name: name.clone(),
-        table: table.clone(),
-    };
-    psql(&format!(
-        "CREATE TABLE public.\"{table}\" (id bigint PRIMARY KEY, v int NOT NULL)"
-    ));
+    let (name, table, _cleanup) = fixture("kill", "id bigint PRIMARY KEY, v int NOT NULL");
     let dir = TempDir::new("pg-kill");
-    let pipeline = write_pipeline(
-        dir.path(),
-        &format!(
-            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\ntables = [\"public.{table}\"]\nsnapshot = \"never\"\n\n[[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
-        ),
-    );
+    let pipeline = pg_pipeline(dir.path(), &name, &table, "postgres");
     run_once_ok(&pipeline); // creates the slot
 
     // Load: 400 transactions of 5 inserts, spread over a few seconds, then one 2,000-row update.
@@ -254,22 +245,7 @@ fn sigkilled_postgres_pipeline_delivers_every_committed_change_exactly_once() {
 
 #[test]
 fn check_reports_postgres_problems_with_their_fix() {
-    let tag = format!(
-        "c{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            % 1_000_000
-    );
-    let name = format!("pg{tag}");
-    let table = format!("weir_check_{tag}");
-    let _cleanup = Cleanup {
-        name: name.clone(),
-        table: table.clone(),
-    };
-    psql(&format!("CREATE TABLE public.\"{table}\" (a int, b text)"));
+    let (name, table, _cleanup) = fixture("check", "a int, b text");
     let dir = TempDir::new("pg-check");
     let write = |tables: &str| {
         write_pipeline(
