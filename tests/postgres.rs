@@ -119,6 +119,12 @@ fn postgres_changes_reach_the_file_sink_exactly_once() {
             .collect()
     };
     let events = read();
+    let (schemas, index) = crate::schemas::compile("change-event.schema.json");
+    for e in &events {
+        if let Err(err) = schemas.validate(e, index) {
+            panic!("{e}\ndoes not match schemas/change-event.schema.json: {err}");
+        }
+    }
     let ops: Vec<&str> = events.iter().map(|e| e["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["c", "c", "u", "d"]);
     let first = &events[0]["after"];

@@ -4,7 +4,7 @@ use crate::common::*;
 use std::path::Path;
 use weir::config::{DatagenConfig, Mix};
 
-fn compile(name: &str) -> (boon::Schemas, boon::SchemaIndex) {
+pub fn compile(name: &str) -> (boon::Schemas, boon::SchemaIndex) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("schemas")
         .join(name);
