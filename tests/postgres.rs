@@ -3,22 +3,27 @@
 use crate::common::*;
 use std::process::Command;
 
+/// `psql` connected to the test server, stopping at the first error.
+fn psql_command() -> Command {
+    let mut c = Command::new("psql");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-XtAq",
+    ])
+    .env("PGPASSWORD", "postgres");
+    c
+}
+
 fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-XtAq",
-            "-c",
-            sql,
-        ])
-        .env("PGPASSWORD", "postgres")
+    let out = psql_command()
+        .args(["-c", sql])
         .output()
         .expect("psql is missing: run scripts/services.sh (it installs postgresql-client)");
     assert!(
@@ -37,14 +42,14 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-XtAq", "-c"])
+        // Best effort: go on past errors so every object gets its chance to be dropped.
+        let _ = psql_command()
+            .args(["-v", "ON_ERROR_STOP=0", "-c"])
             .arg(format!(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'weir_{0}'; \
                  DROP PUBLICATION IF EXISTS weir_{0}; DROP TABLE IF EXISTS public.\"{1}\";",
                 self.name, self.table
             ))
-            .env("PGPASSWORD", "postgres")
             .output();
     }
 }
@@ -176,23 +181,7 @@ fn sigkilled_postgres_pipeline_delivers_every_committed_change_exactly_once() {
     let script_path = dir.path().join("load.sql");
     std::fs::write(&script_path, script).unwrap();
     let load = std::thread::spawn(move || {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-XqAt",
-                "-f",
-            ])
-            .arg(&script_path)
-            .env("PGPASSWORD", "postgres")
-            .output()
-            .unwrap();
+        let out = psql_command().arg("-f").arg(&script_path).output().unwrap();
         assert!(
             out.status.success(),
             "load failed: {}",
