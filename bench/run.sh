@@ -1,9 +1,32 @@
 #!/usr/bin/env bash
-# Runs weir's benchmarks (release build). Usage: bench/run.sh [EVENTS]
+# Runs weir's benchmarks (release build).
+# Usage: bench/run.sh [EVENTS]
+#        bench/run.sh pg [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]   (needs PostgreSQL on 127.0.0.1:5432)
+#        bench/run.sh mysql [EVENTS] [ROUNDS]   (needs MariaDB on 127.0.0.1:3306; makes a python venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}
 scripts/deps.sh
 cargo build --release --quiet -p weir -p weir-bench --bins
+if [ "${1:-}" = pg ]; then
+    shift
+    # PostgreSQL 15 with wal_level = logical (idempotent; restarts only when settings change).
+    scripts/services.sh postgres >/dev/null
+    exec "$CARGO_TARGET_DIR/release/weir-bench" pg "$CARGO_TARGET_DIR/release/weir" \
+        "${1:-1000000}" "${2:-2000000}" "${3:-3}"
+fi
+if [ "${1:-}" = mysql ]; then
+    shift
+    # MariaDB 10.11 with the binlog on (ROW, FULL metadata, GTIDs); idempotent.
+    scripts/services.sh mariadb >/dev/null
+    # The peer: python mysql-replication (PyPI), in its own venv.
+    VENV=${WEIR_BENCH_VENV:-/tmp/weir-bench-venv}
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import pymysqlreplication' 2>/dev/null; then
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet mysql-replication
+    fi
+    exec "$CARGO_TARGET_DIR/release/weir-bench" mysql "$CARGO_TARGET_DIR/release/weir" \
+        "${1:-1000000}" "${2:-3}" "$VENV/bin/python"
+fi
 "$CARGO_TARGET_DIR/release/weir-bench" "$CARGO_TARGET_DIR/release/weir" "${1:-1000000}"

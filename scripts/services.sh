@@ -5,8 +5,10 @@
 #   MariaDB 10.11   127.0.0.1:3306  ROW binlog with FULL row image and metadata, server_id 1
 #   tansu           127.0.0.1:9092  Kafka-protocol broker (no transactions)
 # Idempotent: installs only what is missing and restarts a server only when its settings
-# are not already in effect.
+# are not already in effect. Arguments pick servers (`services.sh postgres`); none = all.
 set -euo pipefail
+WANT=" ${*:-postgres mariadb kafka} "
+want() { [[ "$WANT" == *" $1 "* ]]; }
 
 log() { echo "services: $*"; }
 apt_updated=0
@@ -25,6 +27,7 @@ wait_for() { # what, tries, command...
 }
 
 # ---------------------------------------------------------------- PostgreSQL
+if want postgres; then
 apt_install postgresql postgresql-client
 PGVER=$(ls /etc/postgresql | sort -V | tail -n 1)
 PGCONF=/etc/postgresql/$PGVER/main/conf.d/weir.conf
@@ -53,9 +56,12 @@ fi
 [ "$(pg 'show wal_level')" = logical ] || { log "PostgreSQL wal_level is still not logical"; exit 1; }
 # A password for TCP clients whatever pg_hba says (trust or scram).
 pg "ALTER USER postgres PASSWORD 'postgres'" >/dev/null || true
+fi
 
 # ---------------------------------------------------------------- MariaDB
+if want mariadb; then
 apt_install mariadb-server mariadb-client
+apt_install sysbench
 MYCONF=/etc/mysql/mariadb.conf.d/60-weir.cnf
 cat > /tmp/weir-my.cnf <<CONF
 # written by weir scripts/services.sh
@@ -93,8 +99,10 @@ if [ "$(my 'select @@log_bin, @@binlog_format, @@binlog_row_metadata')" != "$(pr
   start_mariadb
 fi
 [ "$(my 'select @@binlog_format')" = ROW ] || { log "MariaDB binlog_format is still not ROW"; exit 1; }
+fi
 
 # ---------------------------------------------------------------- tansu (Kafka protocol)
+if want kafka; then
 TANSU_VERSION=${TANSU_VERSION:-0.6.0}
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1; then
@@ -104,6 +112,13 @@ if ! command -v tansu >/dev/null 2>&1; then
     { tail -n 30 /tmp/weir-tansu-install.log; log "tansu install failed"; exit 1; }
 fi
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# tansu 0.6 can lose its storage task and keep the port open while failing every request
+# ("UnableToSend" in its log): restart it then.
+if port_open 9092 && grep -qE 'UnableToSend|SendError' /var/log/weir-tansu.log 2>/dev/null; then
+  log "tansu on 127.0.0.1:9092 lost its storage; restarting it"
+  pkill -f 'tansu broker --listener-url tcp://127.0.0.1:9092' || true
+  for _ in $(seq 30); do port_open 9092 || break; sleep 1; done
+fi
 if ! port_open 9092; then
   log "starting tansu on 127.0.0.1:9092"
   mkdir -p /var/lib/weir-tansu
@@ -114,10 +129,11 @@ if ! port_open 9092; then
     --storage-engine sqlite://tansu.db) >/var/log/weir-tansu.log 2>&1 </dev/null &
   wait_for tansu 60 port_open 9092 || { tail -n 20 /var/log/weir-tansu.log; exit 1; }
 fi
+fi
 
 cat <<INFO
 services: ready
-  PostgreSQL $PGVER  postgres://postgres:postgres@127.0.0.1:5432/postgres   (wal_level=logical)
+  PostgreSQL ${PGVER:-15}  postgres://postgres:postgres@127.0.0.1:5432/postgres   (wal_level=logical)
   MariaDB          mysql://root@127.0.0.1:3306/                           (binlog ROW, FULL)
   Kafka (tansu)    127.0.0.1:9092                                         (log /var/log/weir-tansu.log)
 INFO

@@ -177,8 +177,15 @@ async fn run(path: &Path, once: bool) -> Result<i32> {
         max_log_bytes: cfg.log.max_bytes.0,
         source: registry::source(&cfg),
         sinks: registry::sinks(&cfg),
+        snapshot: registry::snapshot_options(&cfg),
     };
-    let summary = runtime::run(pipeline, RunOptions { once }, stop_rx).await?;
+    let stats = Arc::new(runtime::Stats::new(
+        cfg.sinks.iter().map(|s| s.name.as_str()),
+    ));
+    let admin = crate::admin::start(&cfg, &log, &stats).await?;
+    let result = runtime::run_with_stats(pipeline, RunOptions { once }, stop_rx, stats).await;
+    admin.stop();
+    let summary = result?;
     tracing::info!(
         staged_events = summary.staged_events,
         head = summary.head_seq,
@@ -232,14 +239,41 @@ fn open_existing(cfg: &PipelineConfig) -> Result<Option<Arc<StagingLog>>> {
     if !dir.join("CURRENT").exists() {
         return Ok(None);
     }
-    Ok(Some(StagingLog::open_read_only(&dir)?))
+    // A running pipeline may delete a RocksDB file between our listing and opening it: retry.
+    let mut tries = 0;
+    loop {
+        match StagingLog::open_read_only(&dir) {
+            Ok(log) => return Ok(Some(log)),
+            Err(e) if tries < 10 => {
+                tries += 1;
+                tracing::debug!(error = %e, "opening the staging log read-only; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn status(path: &Path, json: bool) -> Result<i32> {
     let cfg = config::load(path)?;
     let log = open_existing(&cfg)?;
-    let head = log.as_ref().map(|l| l.head());
-    let cursors = log.as_ref().map(|l| l.cursors()).unwrap_or_default();
+    let report = status_report(&cfg, log.as_ref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let head_seq = report["log"]["head_seq"].as_u64().unwrap_or(0);
+    print_status(&cfg, &report, head_seq);
+    Ok(0)
+}
+
+/// The report of `weir status --json` (also served on the admin plane's `/status`).
+pub(crate) fn status_report(
+    cfg: &PipelineConfig,
+    log: Option<&Arc<StagingLog>>,
+) -> Result<serde_json::Value> {
+    let head = log.map(|l| l.head());
+    let cursors = log.map(|l| l.cursors()).unwrap_or_default();
     let head_seq = head.as_ref().map_or(0, |h| h.seq);
     let head_bytes = head.as_ref().map_or(0, |h| h.bytes_total);
     let sinks: Vec<serde_json::Value> = cfg
@@ -256,8 +290,48 @@ fn status(path: &Path, json: bool) -> Result<i32> {
             })
         })
         .collect();
+    let plan = match log {
+        Some(l) => l.snapshot_plan()?,
+        None => None,
+    };
+    let snapshot = plan.as_ref().map(|plan| {
+        // Finished chunks: from the head while the snapshot runs; all once streaming.
+        let pos = match head.as_ref().and_then(|h| h.position.as_ref()) {
+            Some(weir_api::SourcePosition::Snapshot(s)) => Some(s.clone()),
+            Some(_) => {
+                let mut all = weir_api::SnapshotPosition::start(
+                    plan.stream_from.clone(),
+                    plan.chunks.len() as u32,
+                );
+                all.done_below = all.total;
+                Some(all)
+            }
+            None => None,
+        };
+        let tables: Vec<serde_json::Value> = crate::snapshot::progress(plan, pos.as_ref())
+            .into_iter()
+            .map(|(t, p)| {
+                serde_json::json!({
+                    "table": t.to_string(),
+                    "chunks": p.chunks,
+                    "chunks_done": p.chunks_done,
+                    "estimated_rows": p.estimated_rows,
+                    "rows_done_estimate": p.rows_done_estimate,
+                })
+            })
+            .collect();
+        let done = pos.as_ref().map_or(0, |p| p.done_count());
+        serde_json::json!({
+            "state": if done as usize >= plan.chunks.len() { "done" } else { "in progress" },
+            "chunks": plan.chunks.len(),
+            "chunks_done": done,
+            "stream_from": plan.stream_from.to_string(),
+            "tables": tables,
+        })
+    });
     let report = serde_json::json!({
         "pipeline": cfg.name,
+        "snapshot": snapshot,
         "state": if log.is_some() { "started" } else { "not started" },
         "source": {
             "type": cfg.source.kind(),
@@ -266,17 +340,17 @@ fn status(path: &Path, json: bool) -> Result<i32> {
         "log": {
             "path": cfg.log_dir().display().to_string(),
             "head_seq": head_seq,
-            "first_seq": log.as_ref().map(|l| l.first_seq()),
+            "first_seq": log.map(|l| l.first_seq()),
             "transactions": head.as_ref().map_or(0, |h| h.txns),
             "bytes_total": head_bytes,
-            "backlog_bytes": log.as_ref().map_or(0, |l| l.backlog_bytes()),
+            "backlog_bytes": log.map_or(0, |l| l.backlog_bytes()),
         },
         "sinks": sinks,
     });
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(0);
-    }
+    Ok(report)
+}
+
+fn print_status(cfg: &PipelineConfig, report: &serde_json::Value, head_seq: u64) {
     println!(
         "pipeline   {} ({})",
         cfg.name,
@@ -294,6 +368,24 @@ fn status(path: &Path, json: bool) -> Result<i32> {
         report["log"]["transactions"],
         human_bytes(report["log"]["backlog_bytes"].as_u64().unwrap_or(0))
     );
+    if let Some(snap) = report["snapshot"].as_object() {
+        println!(
+            "snapshot   {}  chunks={}/{}",
+            snap["state"].as_str().unwrap_or(""),
+            snap["chunks_done"],
+            snap["chunks"]
+        );
+        for t in snap["tables"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  table    {}  chunks {}/{}  ~{} of ~{} rows",
+                t["table"].as_str().unwrap_or(""),
+                t["chunks_done"],
+                t["chunks"],
+                t["rows_done_estimate"],
+                t["estimated_rows"]
+            );
+        }
+    }
     for s in &report["sinks"].as_array().cloned().unwrap_or_default() {
         println!(
             "sink       {} ({})  applied {}  lag {} records, {}",
@@ -306,7 +398,6 @@ fn status(path: &Path, json: bool) -> Result<i32> {
             human_bytes(s["lag_bytes"].as_u64().unwrap_or(0)),
         );
     }
-    Ok(0)
 }
 
 fn human_bytes(n: u64) -> String {

@@ -25,6 +25,8 @@ pub struct PipelineConfig {
     pub sinks: Vec<SinkConfig>,
     /// Staging log settings.
     pub log: LogConfig,
+    /// The operations plane (`[admin]`).
+    pub admin: AdminConfig,
 }
 
 impl PipelineConfig {
@@ -41,6 +43,39 @@ pub enum SourceConfig {
     Datagen(DatagenConfig),
     /// `type = "postgres"`.
     Postgres(PostgresConfig),
+    /// `type = "mysql"` (MySQL 8, MariaDB 10.5+).
+    Mysql(MysqlConfig),
+}
+
+/// `[source] type = "mysql"`: the binlog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MysqlConfig {
+    /// Connection, tables and replica server id.
+    pub source: weir_mysql::MysqlSourceConfig,
+    /// Whether to snapshot existing rows first.
+    pub snapshot: SnapshotMode,
+    /// Parallel snapshot readers (connections).
+    pub snapshot_workers: u32,
+    /// Rows per snapshot chunk.
+    pub snapshot_chunk_rows: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MysqlSection {
+    #[serde(rename = "type")]
+    _type: String,
+    url: Expanded,
+    tables: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    server_id: Option<u32>,
+    #[serde(default)]
+    snapshot: SnapshotMode,
+    #[serde(default = "default_snapshot_workers")]
+    snapshot_workers: u32,
+    #[serde(default = "default_snapshot_chunk_rows")]
+    snapshot_chunk_rows: u64,
 }
 
 impl SourceConfig {
@@ -49,17 +84,18 @@ impl SourceConfig {
         match self {
             SourceConfig::Datagen(_) => "datagen",
             SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
         }
     }
 }
 
 /// The source types this build has.
-pub const SOURCE_TYPES: &[&str] = &["datagen", "postgres"];
+pub const SOURCE_TYPES: &[&str] = &["datagen", "postgres", "mysql"];
 /// Source types SPEC.md names that land in later releases.
-const PLANNED_SOURCE_TYPES: &[&str] = &["mysql"];
+const PLANNED_SOURCE_TYPES: &[&str] = &[];
 /// The sink types this build has.
-pub const SINK_TYPES: &[&str] = &["file"];
-const PLANNED_SINK_TYPES: &[&str] = &["postgres", "mysql", "kafka"];
+pub const SINK_TYPES: &[&str] = &["file", "postgres", "mysql", "kafka"];
+const PLANNED_SINK_TYPES: &[&str] = &[];
 
 /// `[source] type = "datagen"`: deterministic synthetic changes.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -142,6 +178,12 @@ pub struct PostgresConfig {
     pub slot: String,
     /// Publication (default `weir_<name>`).
     pub publication: String,
+    /// Whether to snapshot existing rows first.
+    pub snapshot: SnapshotMode,
+    /// Parallel snapshot readers (connections).
+    pub snapshot_workers: u32,
+    /// Rows per snapshot chunk.
+    pub snapshot_chunk_rows: u64,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -152,6 +194,9 @@ impl fmt::Debug for PostgresConfig {
             .field("exclude", &self.exclude)
             .field("slot", &self.slot)
             .field("publication", &self.publication)
+            .field("snapshot", &self.snapshot)
+            .field("snapshot_workers", &self.snapshot_workers)
+            .field("snapshot_chunk_rows", &self.snapshot_chunk_rows)
             .finish()
     }
 }
@@ -169,15 +214,43 @@ struct PostgresSection {
     snapshot: SnapshotMode,
     slot: Option<Identifier>,
     publication: Option<Identifier>,
+    #[serde(default = "default_snapshot_workers")]
+    snapshot_workers: u32,
+    #[serde(default = "default_snapshot_chunk_rows")]
+    snapshot_chunk_rows: u64,
+}
+
+/// The snapshot keys every database source shares.
+fn check_snapshot_settings(workers: u32, chunk_rows: u64) -> Result<(), String> {
+    if !(1..=64).contains(&workers) {
+        return Err(format!(
+            "snapshot_workers = {workers} is out of range: use 1 to 64"
+        ));
+    }
+    if chunk_rows == 0 {
+        return Err("snapshot_chunk_rows must be at least 1 (default 50000)".into());
+    }
+    Ok(())
+}
+
+fn default_snapshot_workers() -> u32 {
+    4
+}
+
+fn default_snapshot_chunk_rows() -> u64 {
+    50_000
 }
 
 /// `snapshot = "initial" | "never" | "only"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum SnapshotMode {
+pub enum SnapshotMode {
+    /// Snapshot existing rows when the pipeline first starts, then stream.
     #[default]
     Initial,
+    /// Stream only the changes committed from the first start on.
     Never,
+    /// Snapshot, then stop (no streaming).
     Only,
 }
 
@@ -212,7 +285,7 @@ pub enum Mix {
 }
 
 /// `[[sinks]]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SinkConfig {
     /// Unique name.
     pub name: String,
@@ -221,10 +294,16 @@ pub struct SinkConfig {
 }
 
 /// A sink's type-specific settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum SinkKind {
     /// `type = "file"`.
     File(weir_file::FileSinkConfig),
+    /// `type = "postgres"`.
+    Postgres(weir_postgres::sink::PostgresSinkConfig),
+    /// `type = "mysql"`.
+    Mysql(weir_mysql::sink::MysqlSinkConfig),
+    /// `type = "kafka"`.
+    Kafka(weir_kafka::KafkaSinkConfig),
 }
 
 impl SinkKind {
@@ -232,6 +311,7 @@ impl SinkKind {
     pub fn directory(&self) -> Option<&Path> {
         match self {
             SinkKind::File(f) => Some(&f.path),
+            SinkKind::Postgres(_) | SinkKind::Mysql(_) | SinkKind::Kafka(_) => None,
         }
     }
 
@@ -239,6 +319,9 @@ impl SinkKind {
     pub fn kind(&self) -> &'static str {
         match self {
             SinkKind::File(_) => "file",
+            SinkKind::Postgres(_) => "postgres",
+            SinkKind::Mysql(_) => "mysql",
+            SinkKind::Kafka(_) => "kafka",
         }
     }
 }
@@ -250,6 +333,74 @@ struct FileSinkSection {
     #[serde(rename = "type")]
     _type: String,
     path: Expanded,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostgresSinkSection {
+    name: SinkName,
+    #[serde(rename = "type")]
+    _type: String,
+    url: Expanded,
+    schema: Option<String>,
+    #[serde(default)]
+    tables: std::collections::BTreeMap<String, String>,
+    batch_rows: Option<PositiveU64>,
+    batch_bytes: Option<ByteSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MysqlSinkSection {
+    name: SinkName,
+    #[serde(rename = "type")]
+    _type: String,
+    url: Expanded,
+    schema: Option<String>,
+    #[serde(default)]
+    tables: std::collections::BTreeMap<String, String>,
+    batch_rows: Option<PositiveU64>,
+    batch_bytes: Option<ByteSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSinkSection {
+    name: SinkName,
+    #[serde(rename = "type")]
+    _type: String,
+    brokers: Expanded,
+    topic: Option<String>,
+    delivery: Option<weir_kafka::Delivery>,
+    tombstones: Option<bool>,
+    transaction_topic: Option<String>,
+    partitions: Option<PositiveU32>,
+    replication_factor: Option<PositiveU32>,
+    create_topics: Option<bool>,
+    offsets_topic: Option<String>,
+    #[serde(default)]
+    properties: std::collections::BTreeMap<String, PropertyValue>,
+}
+
+/// A librdkafka property value: a string (with `${VAR}` expanded), number or boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PropertyValue {
+    S(Expanded),
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl PropertyValue {
+    fn into_string(self) -> String {
+        match self {
+            PropertyValue::S(s) => s.0,
+            PropertyValue::I(i) => i.to_string(),
+            PropertyValue::F(f) => f.to_string(),
+            PropertyValue::B(b) => b.to_string(),
+        }
+    }
 }
 
 /// `[log]`: the staging log (optional section).
@@ -273,6 +424,95 @@ impl Default for LogConfig {
         LogConfig {
             max_bytes: Self::default_max_bytes(),
         }
+    }
+}
+
+/// `[admin]`: the operations plane (optional section).
+#[derive(Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Admin SQL over the PostgreSQL wire protocol.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The admin SQL password (`${VAR}` expanded; redacted in `Debug`). Set when `listen` is.
+    pub password: Option<String>,
+    /// HTTP: `/`, `/metrics`, `/healthz`, `/status`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// A sink with unapplied records and no progress for this long is unhealthy.
+    pub stall_seconds: u64,
+}
+
+impl AdminConfig {
+    /// The default `stall_seconds`.
+    pub const DEFAULT_STALL_SECONDS: u64 = 300;
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            password: None,
+            metrics: None,
+            stall_seconds: Self::DEFAULT_STALL_SECONDS,
+        }
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .field("metrics", &self.metrics)
+            .field("stall_seconds", &self.stall_seconds)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    listen: Option<Address>,
+    password: Option<Expanded>,
+    metrics: Option<Address>,
+    stall_seconds: Option<PositiveU64>,
+}
+
+impl<'de> Deserialize<'de> for AdminConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = AdminSection::deserialize(d)?;
+        let password = s.password.map(|p| p.0);
+        if s.listen.is_some() && password.as_deref().is_none_or(str::is_empty) {
+            return Err(de::Error::custom(
+                "`listen` is set but `password` is missing or empty: add password = \"${WEIR_ADMIN_PASSWORD}\" \
+                 (admin SQL always requires a password)",
+            ));
+        }
+        Ok(AdminConfig {
+            listen: s.listen.map(|a| a.0),
+            password,
+            metrics: s.metrics.map(|a| a.0),
+            stall_seconds: s
+                .stall_seconds
+                .map_or(AdminConfig::DEFAULT_STALL_SECONDS, |n| n.0),
+        })
+    }
+}
+
+/// A listen address `host:port` (an IP address; `localhost` is read as 127.0.0.1).
+struct Address(std::net::SocketAddr);
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Expanded::deserialize(d)?.0;
+        let s = raw.trim();
+        let parsed = match s.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}").parse(),
+            None => s.parse::<std::net::SocketAddr>(),
+        };
+        parsed.map(Address).map_err(|_| {
+            de::Error::custom(format!(
+                "{s:?} is not a listen address: write IP:PORT, e.g. \"127.0.0.1:9187\" \
+                 (or \"[::1]:9187\"; use 0.0.0.0 only to listen on every interface)"
+            ))
+        })
     }
 }
 
@@ -532,8 +772,8 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     }
     let mut sinks = doc.sinks;
     for s in &mut sinks {
-        match &mut s.kind {
-            SinkKind::File(f) => f.path = resolve(std::mem::take(&mut f.path)),
+        if let SinkKind::File(f) = &mut s.kind {
+            f.path = resolve(std::mem::take(&mut f.path));
         }
     }
     for (i, s) in sinks.iter().enumerate() {
@@ -570,6 +810,7 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         source,
         sinks,
         log: doc.log.unwrap_or_default(),
+        admin: doc.admin.unwrap_or_default(),
     })
 }
 
@@ -750,9 +991,10 @@ struct Doc {
     source: Option<SourceConfig>,
     sinks: Vec<SinkConfig>,
     log: Option<LogConfig>,
+    admin: Option<AdminConfig>,
 }
 
-const TOP_KEYS: &[&str] = &["name", "data_dir", "source", "sinks", "log"];
+const TOP_KEYS: &[&str] = &["name", "data_dir", "source", "sinks", "log", "admin"];
 
 struct DocSeed<'a> {
     source_type: &'a str,
@@ -778,6 +1020,7 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
             source: None,
             sinks: Vec::new(),
             log: None,
+            admin: None,
         };
         while let Some(key) = map.next_key_seed(KeySeed(TOP_KEYS))? {
             match key {
@@ -788,12 +1031,8 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                         "datagen" => SourceConfig::Datagen(map.next_value::<DatagenConfig>()?),
                         "postgres" => {
                             let s = map.next_value::<PostgresSection>()?;
-                            if s.snapshot != SnapshotMode::Never {
-                                return Err(de::Error::custom(
-                                    "the postgres source cannot snapshot existing rows yet: set snapshot = \"never\" \
-                                     to stream the changes committed from the pipeline's first start on",
-                                ));
-                            }
+                            check_snapshot_settings(s.snapshot_workers, s.snapshot_chunk_rows)
+                                .map_err(de::Error::custom)?;
                             if s.tables.is_empty() {
                                 return Err(de::Error::custom(
                                     "`tables` is empty: list the tables to capture, e.g. tables = [\"public.*\"]",
@@ -806,6 +1045,35 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                                 exclude: s.exclude,
                                 slot: s.slot.map(|i| i.0).unwrap_or_default(),
                                 publication: s.publication.map(|i| i.0).unwrap_or_default(),
+                                snapshot: s.snapshot,
+                                snapshot_workers: s.snapshot_workers,
+                                snapshot_chunk_rows: s.snapshot_chunk_rows,
+                            })
+                        }
+                        "mysql" => {
+                            let s = map.next_value::<MysqlSection>()?;
+                            check_snapshot_settings(s.snapshot_workers, s.snapshot_chunk_rows)
+                                .map_err(de::Error::custom)?;
+                            if s.tables.is_empty() {
+                                return Err(de::Error::custom(
+                                    "`tables` is empty: list the tables to capture, e.g. tables = [\"shop.*\"]",
+                                ));
+                            }
+                            if s.server_id == Some(0) {
+                                return Err(de::Error::custom(
+                                    "server_id = 0 is not allowed: a replica needs a non-zero id unique among the source's servers and replicas",
+                                ));
+                            }
+                            SourceConfig::Mysql(MysqlConfig {
+                                source: weir_mysql::MysqlSourceConfig {
+                                    url: s.url.0,
+                                    tables: s.tables,
+                                    exclude: s.exclude,
+                                    server_id: s.server_id,
+                                },
+                                snapshot: s.snapshot,
+                                snapshot_workers: s.snapshot_workers,
+                                snapshot_chunk_rows: s.snapshot_chunk_rows,
                             })
                         }
                         other => {
@@ -817,6 +1085,7 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                 }
                 "sinks" => doc.sinks = map.next_value_seed(SinksSeed(self.sink_types))?,
                 "log" => doc.log = Some(map.next_value::<LogConfig>()?),
+                "admin" => doc.admin = Some(map.next_value::<AdminConfig>()?),
                 _ => unreachable!("KeySeed admits only TOP_KEYS"),
             }
         }
@@ -859,6 +1128,70 @@ impl<'de> Visitor<'de> for SinksSeed<'_> {
                     kind: SinkKind::File(weir_file::FileSinkConfig {
                         path: PathBuf::from(s.path.0),
                     }),
+                }),
+                "postgres" => seq.next_element::<PostgresSinkSection>()?.map(|s| {
+                    let mut cfg = weir_postgres::sink::PostgresSinkConfig::new(s.url.0);
+                    if let Some(schema) = s.schema {
+                        cfg.schema = schema;
+                    }
+                    cfg.tables = s.tables;
+                    if let Some(n) = s.batch_rows {
+                        cfg.batch_rows = n.0 as usize;
+                    }
+                    if let Some(n) = s.batch_bytes {
+                        cfg.batch_bytes = n.0 as usize;
+                    }
+                    SinkConfig {
+                        name: s.name.0,
+                        kind: SinkKind::Postgres(cfg),
+                    }
+                }),
+                "mysql" => seq.next_element::<MysqlSinkSection>()?.map(|s| {
+                    let mut cfg = weir_mysql::sink::MysqlSinkConfig::new(s.url.0);
+                    cfg.schema = s.schema;
+                    cfg.tables = s.tables;
+                    if let Some(n) = s.batch_rows {
+                        cfg.batch_rows = n.0 as usize;
+                    }
+                    if let Some(n) = s.batch_bytes {
+                        cfg.batch_bytes = n.0 as usize;
+                    }
+                    SinkConfig {
+                        name: s.name.0,
+                        kind: SinkKind::Mysql(cfg),
+                    }
+                }),
+                "kafka" => seq.next_element::<KafkaSinkSection>()?.map(|s| {
+                    let mut cfg = weir_kafka::KafkaSinkConfig::new(s.brokers.0);
+                    if let Some(t) = s.topic {
+                        cfg.topic = t;
+                    }
+                    cfg.delivery = s.delivery;
+                    if let Some(t) = s.tombstones {
+                        cfg.tombstones = t;
+                    }
+                    cfg.transaction_topic = s.transaction_topic;
+                    if let Some(n) = s.partitions {
+                        cfg.partitions = n.0.min(i32::MAX as u32) as i32;
+                    }
+                    if let Some(n) = s.replication_factor {
+                        cfg.replication_factor = n.0.min(i32::MAX as u32) as i32;
+                    }
+                    if let Some(c) = s.create_topics {
+                        cfg.create_topics = c;
+                    }
+                    if let Some(t) = s.offsets_topic {
+                        cfg.offsets_topic = t;
+                    }
+                    cfg.properties = s
+                        .properties
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_string()))
+                        .collect();
+                    SinkConfig {
+                        name: s.name.0,
+                        kind: SinkKind::Kafka(cfg),
+                    }
                 }),
                 other => return Err(de::Error::custom(format!("unknown sink type {other:?}"))),
             };

@@ -177,3 +177,40 @@ impl Rng {
         lo + self.next() % (hi - lo)
     }
 }
+
+/// `psql` connected to database `db` of the test PostgreSQL, stopping at the first error,
+/// unaligned output without headers.
+pub fn psql_command(db: &str) -> Command {
+    let mut c = Command::new("psql");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        db,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-XtAq",
+    ])
+    .env("PGPASSWORD", "postgres");
+    c
+}
+
+/// Runs `sql` in database `db` and returns its trimmed output; panics with psql's error.
+pub fn psql_in(db: &str, sql: &str) -> String {
+    psql_checked(psql_command(db).args(["-c", sql]), sql)
+}
+
+/// Runs a prepared `psql` command; panics with psql's error (`what` names it).
+pub fn psql_checked(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .expect("psql is missing: run scripts/services.sh (it installs postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql failed (is PostgreSQL up with wal_level=logical? run scripts/services.sh): {}\n{what}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -180,6 +180,7 @@ async fn a_sink_failing_every_other_call_still_ends_exactly_equal_and_does_not_b
         builds: AtomicU64::new(0),
     });
     let pipeline = Pipeline {
+        snapshot: Default::default(),
         name: "t".into(),
         log: Arc::clone(&log),
         max_log_bytes: u64::MAX,
@@ -251,6 +252,7 @@ async fn backpressure_pauses_the_source_while_a_sink_lags() {
     let applies = Arc::new(AtomicU64::new(0));
     let max = 4 << 20;
     let pipeline = Pipeline {
+        snapshot: Default::default(),
         name: "t".into(),
         log: Arc::clone(&log),
         max_log_bytes: max,
@@ -383,6 +385,7 @@ async fn a_source_failing_mid_transaction_resumes_without_loss_or_duplicates() {
     let log = StagingLog::open(&dir.path().join("log"), LogOptions::default()).unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let pipeline = Pipeline {
+        snapshot: Default::default(),
         name: "t".into(),
         log: Arc::clone(&log),
         max_log_bytes: u64::MAX,

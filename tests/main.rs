@@ -1,9 +1,14 @@
 //! weir's end-to-end tests: the `weir` binary and the engine, through the interfaces users
 //! have (pipeline files, the CLI, the files a sink writes).
 
+mod admin;
 mod common;
 mod config_errors;
+mod connectors;
 mod e2e;
 mod log_crash;
+mod mysql_acceptance;
+mod pg_acceptance;
 mod postgres;
 mod schemas;
+mod sql_sinks;

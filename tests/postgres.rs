@@ -3,35 +3,13 @@
 use crate::common::*;
 use std::process::Command;
 
-/// `psql` connected to the test server, stopping at the first error.
+/// `psql` on the test server's `postgres` database (tests/common.rs).
 fn psql_command() -> Command {
-    let mut c = Command::new("psql");
-    c.args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-XtAq",
-    ])
-    .env("PGPASSWORD", "postgres");
-    c
+    crate::common::psql_command("postgres")
 }
 
 fn psql(sql: &str) -> String {
-    let out = psql_command()
-        .args(["-c", sql])
-        .output()
-        .expect("psql is missing: run scripts/services.sh (it installs postgresql-client)");
-    assert!(
-        out.status.success(),
-        "psql failed (is PostgreSQL up with wal_level=logical? run scripts/services.sh): {}\n{sql}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    psql_in("postgres", sql)
 }
 
 /// Drops the test's slot, publication and table even when the test fails.
@@ -269,4 +247,350 @@ fn check_reports_postgres_problems_with_their_fix() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Applies file-sink events in order, by key: what a key-upserting target ends up holding.
+fn converge(
+    events: &[serde_json::Value],
+    key: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let key_of = |row: &serde_json::Value| -> String {
+        key.iter()
+            .map(|k| row[*k].to_string())
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    let mut rows = std::collections::BTreeMap::new();
+    for e in events {
+        match e["op"].as_str().unwrap() {
+            "r" | "c" | "u" => {
+                if e["op"] == "u" && e["before"].is_object() {
+                    rows.remove(&key_of(&e["before"]));
+                }
+                rows.insert(key_of(&e["after"]), e["after"].to_string());
+            }
+            "d" => {
+                rows.remove(&key_of(&e["before"]));
+            }
+            "t" => rows.clear(),
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    rows
+}
+
+#[test]
+fn snapshot_then_stream_converges_under_writes_and_kills() {
+    let (name, table, _cleanup) =
+        fixture("snap", "id bigint PRIMARY KEY, v int NOT NULL, note text");
+    const ROWS: u64 = 200_000;
+    psql(&format!(
+        "INSERT INTO public.\"{table}\" SELECT g, 0, 'row ' || g FROM generate_series(1, {ROWS}) g"
+    ));
+    let dir = TempDir::new("pg-snap");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
+             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
+             tables = [\"public.{table}\"]\nsnapshot_workers = 3\nsnapshot_chunk_rows = 2000\n\n\
+             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
+        ),
+    );
+    // Writers during the snapshot and the stream: updates over the whole key range, inserts
+    // past it, deletes, in small transactions.
+    let mut script = String::new();
+    let mut rng = Rng(4242);
+    for t in 0..300u64 {
+        let a = rng.range(1, ROWS);
+        let b = rng.range(1, ROWS);
+        script.push_str(&format!(
+            "BEGIN; UPDATE public.\"{table}\" SET v = v + 1, note = 'upd {t}' WHERE id IN ({a}, {b}); \
+             INSERT INTO public.\"{table}\" VALUES ({}, {t}, NULL); \
+             DELETE FROM public.\"{table}\" WHERE id = {}; COMMIT;\n",
+            ROWS + 1 + t,
+            rng.range(1, ROWS)
+        ));
+        if t % 10 == 0 {
+            script.push_str("SELECT pg_sleep(0.05);\n");
+        }
+    }
+    let script_path = dir.path().join("load.sql");
+    std::fs::write(&script_path, script).unwrap();
+    let load = std::thread::spawn(move || {
+        let out = psql_command().arg("-f").arg(&script_path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    for _ in 0..4 {
+        let mut child = weir()
+            .arg("run")
+            .arg(&pipeline)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.range(400, 1500)));
+        child.kill().unwrap(); // SIGKILL, often mid-snapshot
+        child.wait().unwrap();
+    }
+    load.join().unwrap();
+    run_once_ok(&pipeline);
+
+    let file = dir.path().join(format!("out/public.{table}.jsonl"));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reads = events.iter().filter(|e| e["op"] == "r").count() as u64;
+    assert!(reads >= ROWS - 300, "snapshot rows staged: {reads}");
+    for e in events.iter().filter(|e| e["op"] == "r").take(3) {
+        assert_eq!(e["source"]["snapshot"], true, "{e}");
+    }
+    let got = converge(&events, &["id"]);
+    let expected: std::collections::BTreeMap<String, String> = psql(&format!(
+        "SELECT json_build_object('id', id, 'v', v, 'note', note)::text FROM public.\"{table}\""
+    ))
+    .lines()
+    .map(|l| {
+        let row: serde_json::Value = serde_json::from_str(l).unwrap();
+        (row["id"].to_string(), row.to_string())
+    })
+    .collect();
+    assert_eq!(got.len(), expected.len(), "row count after convergence");
+    let diff: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .take(5)
+        .collect();
+    assert!(diff.is_empty(), "rows differ (first 5 expected): {diff:?}");
+    // 100 chunks of 2,000 keys and the rest; all finished.
+    let status = run(weir().arg("status").arg(&pipeline));
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("snapshot   done  chunks=101/101"),
+        "{status}"
+    );
+    // A second run adds nothing.
+    let lines = events.len();
+    run_once_ok(&pipeline);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().lines().count(),
+        lines
+    );
+}
+
+#[test]
+fn dropped_slot_stops_the_pipeline_and_says_what_to_do() {
+    let (name, table, _cleanup) = fixture("drop", "id bigint PRIMARY KEY");
+    let dir = TempDir::new("pg-drop");
+    let pipeline = pg_pipeline(dir.path(), &name, &table, "postgres");
+    run_once_ok(&pipeline); // creates the slot
+    psql(&format!("INSERT INTO public.\"{table}\" VALUES (1)"));
+    psql(&format!("SELECT pg_drop_replication_slot('weir_{name}')"));
+    let out = run(weir().args(["run", "--once"]).arg(&pipeline));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not exist any more") && stderr.contains("staging log directory"),
+        "{stderr}"
+    );
+    // It did not quietly make a new slot and skip the change.
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'weir_{name}'"
+        )),
+        "0"
+    );
+}
+
+#[test]
+fn lost_replication_connections_are_reconnected_without_loss_or_duplicates() {
+    let (name, table, _cleanup) = fixture("conn", "id bigint PRIMARY KEY, v text");
+    let dir = TempDir::new("pg-conn");
+    let pipeline = pg_pipeline(dir.path(), &name, &table, "postgres");
+    run_once_ok(&pipeline);
+    let mut child = weir()
+        .arg("run")
+        .arg(&pipeline)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    const TXNS: u64 = 200;
+    let mut script = String::new();
+    for t in 0..TXNS {
+        script.push_str(&format!(
+            "INSERT INTO public.\"{table}\" VALUES ({}, 'a'), ({}, 'b');\n",
+            2 * t,
+            2 * t + 1
+        ));
+        if t % 10 == 0 {
+            script.push_str("SELECT pg_sleep(0.05);\n");
+        }
+    }
+    let script_path = dir.path().join("load.sql");
+    std::fs::write(&script_path, script).unwrap();
+    let load = std::thread::spawn(move || {
+        let out = psql_command().arg("-f").arg(&script_path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    // Cut weir's replication connection a few times while the load runs.
+    let mut cuts = 0;
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let killed = psql(&format!(
+            "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots \
+             WHERE slot_name = 'weir_{name}' AND active_pid IS NOT NULL"
+        ));
+        if killed == "1" {
+            cuts += 1;
+        }
+        if cuts == 3 {
+            break;
+        }
+    }
+    load.join().unwrap();
+    assert!(cuts >= 2, "the test cut only {cuts} connections");
+    // weir is still running: it reconnects by itself. Stop it gracefully, then catch up.
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "weir run exited with {status}");
+    run_once_ok(&pipeline);
+    let file = dir.path().join(format!("out/public.{table}.jsonl"));
+    let ids: Vec<u64> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(e["op"], "c");
+            e["after"]["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (0..2 * TXNS).collect::<Vec<_>>(),
+        "every insert once, in order"
+    );
+}
+
+#[test]
+fn add_drop_and_retype_columns_decode_with_the_right_columns_in_stream_order() {
+    let (name, table, _cleanup) = fixture("ddl", "id bigint PRIMARY KEY, a text");
+    let dir = TempDir::new("pg-ddl");
+    let pipeline = pg_pipeline(dir.path(), &name, &table, "postgres");
+    run_once_ok(&pipeline);
+    psql(&format!(
+        "INSERT INTO public.\"{table}\" VALUES (1, 'x'); \
+         ALTER TABLE public.\"{table}\" ADD COLUMN b int; \
+         INSERT INTO public.\"{table}\" VALUES (2, 'y', 7); \
+         ALTER TABLE public.\"{table}\" DROP COLUMN a; \
+         INSERT INTO public.\"{table}\" VALUES (3, 8); \
+         ALTER TABLE public.\"{table}\" ALTER COLUMN b TYPE bigint; \
+         INSERT INTO public.\"{table}\" VALUES (4, 9000000000);"
+    ));
+    run_once_ok(&pipeline);
+    let file = dir.path().join(format!("out/public.{table}.jsonl"));
+    let afters: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["after"].clone())
+        .collect();
+    assert_eq!(
+        afters,
+        vec![
+            serde_json::json!({"id": 1, "a": "x"}),
+            serde_json::json!({"id": 2, "a": "y", "b": 7}),
+            serde_json::json!({"id": 3, "b": 8}),
+            serde_json::json!({"id": 4, "b": 9000000000u64}),
+        ]
+    );
+}
+
+#[test]
+fn an_idle_pipeline_next_to_a_busy_database_does_not_hold_wal() {
+    let (name, table, _cleanup) = fixture("idle", "id bigint PRIMARY KEY");
+    let (_, busy, _busy_cleanup) = fixture("busy", "id bigint PRIMARY KEY, pad text");
+    let dir = TempDir::new("pg-idle");
+    let pipeline = pg_pipeline(dir.path(), &name, &table, "postgres");
+    run_once_ok(&pipeline);
+    let confirmed = || {
+        psql(&format!(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots \
+             WHERE slot_name = 'weir_{name}'"
+        ))
+        .parse::<u64>()
+        .unwrap()
+    };
+    let before = confirmed();
+    let mut child = weir()
+        .arg("run")
+        .arg(&pipeline)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // 2 MB of WAL on another table, none on the pipeline's.
+    psql(&format!(
+        "INSERT INTO public.\"{busy}\" SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g"
+    ));
+    let target = psql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        .parse::<u64>()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while confirmed() < target && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let after = confirmed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        after >= target && after > before,
+        "the slot's confirmed_flush_lsn stayed at {after} (target {target}, before {before})"
+    );
+}
+
+#[test]
+fn a_new_table_matching_the_globs_joins_the_publication_on_restart() {
+    let (name, table, _cleanup) = fixture("glob", "id bigint PRIMARY KEY");
+    let dir = TempDir::new("pg-glob");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
+             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
+             tables = [\"public.{table}*\"]\nsnapshot = \"never\"\n\n\
+             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
+        ),
+    );
+    run_once_ok(&pipeline);
+    let newer = format!("{table}_new");
+    let _cleanup_newer = Cleanup {
+        name: name.clone(),
+        table: newer.clone(),
+    };
+    psql(&format!(
+        "CREATE TABLE public.\"{newer}\" (id bigint PRIMARY KEY)"
+    ));
+    run_once_ok(&pipeline); // adds it to the publication
+    psql(&format!(
+        "INSERT INTO public.\"{newer}\" VALUES (1); INSERT INTO public.\"{table}\" VALUES (2)"
+    ));
+    run_once_ok(&pipeline);
+    let lines = |t: &str| {
+        std::fs::read_to_string(dir.path().join(format!("out/public.{t}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!((lines(&table), lines(&newer)), (1, 1));
 }

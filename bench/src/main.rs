@@ -7,7 +7,13 @@
 //! (b) end to end: `weir run --once` of a datagen → file pipeline: events/s and peak RSS;
 //!     and the 5,000,000-row single transaction's peak RSS.
 //!
+//! (c), (d) PostgreSQL source against `pg_recvlogical` and `COPY ... TO STDOUT`: see `pg.rs`.
+//! (e) MySQL/MariaDB source against python `mysql-replication` and `mariadb-binlog`: see
+//!     `mysql.rs`.
+//!
 //! Usage: weir-bench WEIR_BINARY [EVENTS]
+//!        weir-bench pg WEIR_BINARY [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]
+//!        weir-bench mysql WEIR_BINARY [EVENTS] [ROUNDS] [PYTHON]
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -18,8 +24,67 @@ use weir::datagen::{Datagen, Generator};
 use weir::log::{LogOptions, StagingLog, WriteOp};
 use weir_api::ChangeEvent;
 
+mod measure;
+mod mysql;
+mod pg;
+
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "pg") {
+        args.next();
+        let usage = "usage: weir-bench pg WEIR_BINARY [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]";
+        let weir = PathBuf::from(args.next().context(usage)?);
+        let mut num = |default: u64| -> Result<u64> {
+            Ok(args
+                .next()
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(default))
+        };
+        let cfg = pg::PgBench {
+            weir,
+            stream_events: num(1_000_000)?,
+            snapshot_rows: num(2_000_000)?,
+            rounds: u32::try_from(num(3)?)?,
+        };
+        println!(
+            "# weir PostgreSQL source benchmarks ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(pg::run(cfg));
+    }
+    if args.peek().is_some_and(|a| a == "mysql") {
+        args.next();
+        let usage = "usage: weir-bench mysql WEIR_BINARY [EVENTS] [ROUNDS] [PYTHON]";
+        let weir = PathBuf::from(args.next().context(usage)?);
+        let events: u64 = args
+            .next()
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(1_000_000);
+        let rounds: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+        let python = PathBuf::from(
+            args.next()
+                .unwrap_or_else(|| "/tmp/weir-bench-venv/bin/python".into()),
+        );
+        let cfg = mysql::MysqlBench {
+            weir,
+            events,
+            rounds,
+            python,
+        };
+        println!(
+            "# weir MySQL/MariaDB source benchmark ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(mysql::run(cfg));
+    }
     let weir = PathBuf::from(
         args.next()
             .context("usage: weir-bench WEIR_BINARY [EVENTS]")?,

@@ -25,6 +25,7 @@
 pub mod record;
 pub mod torture;
 mod writer;
+pub(crate) use writer::now_ms;
 
 pub use record::{Cursor, Head};
 pub use writer::{LogWriter, WriteOp};
@@ -46,6 +47,7 @@ const EVENTS: &str = "events";
 const META: &str = "meta";
 const HEAD_KEY: &[u8] = b"head";
 const FIRST_KEY: &[u8] = b"first";
+const SNAPSHOT_PLAN_KEY: &[u8] = b"snapshot_plan";
 const CURSOR_PREFIX: &[u8] = b"cursor/";
 const SCHEMA_PREFIX: &[u8] = b"schema/";
 
@@ -311,6 +313,11 @@ impl StagingLog {
             out.push((k, v));
         }
         Ok(out)
+    }
+
+    /// The initial snapshot's plan, once one was made.
+    pub fn snapshot_plan(&self) -> Result<Option<weir_api::SnapshotPlan>, LogError> {
+        self.get_meta(SNAPSHOT_PLAN_KEY)
     }
 
     /// The last visible commit.

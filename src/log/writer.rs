@@ -10,13 +10,13 @@
 //! writing run in parallel.
 
 use super::record::{self, Head, Stored};
-use super::{EVENTS, HEAD_KEY, LogError, META, StagingLog};
+use super::{EVENTS, HEAD_KEY, LogError, META, SNAPSHOT_PLAN_KEY, StagingLog};
 use rocksdb::WriteBatch;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
-use weir_api::{ChangeEvent, CommitInfo, TableId, TableSchema};
+use weir_api::{ChangeEvent, CommitInfo, SnapshotPlan, TableId, TableSchema};
 
 /// What the source task asks the log to do.
 #[derive(Debug)]
@@ -27,6 +27,12 @@ pub enum WriteOp {
     Changes(Vec<ChangeEvent>),
     /// Ends the transaction in progress and makes it visible.
     Commit(CommitInfo),
+    /// Moves the head's source position forward without a record: nothing to stage up to
+    /// here (a source heartbeat). Ignored inside a transaction or if it does not move forward.
+    Advance(weir_api::SourcePosition),
+    /// Stores a metadata record, in order with the other operations (durable with the next
+    /// commit).
+    Meta(Vec<u8>, Vec<u8>),
     /// Discards the transaction in progress (the source failed mid-transaction). The sender,
     /// if any, is told once everything queued before is written.
     Rollback(Option<oneshot::Sender<()>>),
@@ -74,6 +80,14 @@ impl LogWriter {
         let block = self.encode(op)?;
         self.log.note_appended(self.bytes_total);
         self.tx.send(block).await.map_err(|_| LogError::WriterGone)
+    }
+
+    /// Records the snapshot plan (durable with the next commit).
+    pub async fn put_snapshot_plan(&mut self, plan: &SnapshotPlan) -> Result<(), LogError> {
+        let mut value = Vec::new();
+        record::encode(plan, &mut value)?;
+        self.send(WriteOp::Meta(SNAPSHOT_PLAN_KEY.to_vec(), value))
+            .await
     }
 
     /// Whether the writer thread has stopped (after an error).
@@ -190,6 +204,22 @@ impl LogWriter {
                         .push((StagingLog::schema_key(&schema.table, schema.version), value));
                 }
                 block.head = Some(self.head.clone());
+            }
+            WriteOp::Meta(key, value) => block.meta.push((key, value)),
+            WriteOp::Advance(position) => {
+                let forward = match &self.head.position {
+                    None => true,
+                    Some(old) => {
+                        matches!(position.partial_cmp(old), Some(std::cmp::Ordering::Greater))
+                    }
+                };
+                if forward && self.next_seq == self.head.seq + 1 {
+                    self.head.position = Some(position);
+                    let mut value = Vec::new();
+                    record::encode(&self.head, &mut value)?;
+                    block.meta.push((HEAD_KEY.to_vec(), value));
+                    block.head = Some(self.head.clone());
+                }
             }
             WriteOp::Rollback(reply) => {
                 block.reply = reply;

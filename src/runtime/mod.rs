@@ -20,18 +20,25 @@
 //!   hand. `once`: stage up to the source's end position at start-up, then wait until every
 //!   sink has applied it.
 
-mod backoff;
+pub(crate) mod backoff;
 
+pub(crate) use crate::log::now_ms;
 use crate::log::{Cursor, LogError, LogWriter, StagingLog, WriteOp};
+use crate::snapshot::{self, Outcome, SnapshotOptions};
 use async_trait::async_trait;
 use backoff::Backoff;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use weir_api::{ConnectorError, Sink, SinkContext, Source, SourceInfo, SourceItem, SourcePosition};
+
+/// How often a heartbeat may move the log head's position (each move is a sync).
+const ADVANCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Most records handed to a sink in one `apply` (bigger batches: fewer target commits/fsyncs).
 const SINK_BATCH: usize = 16_384;
@@ -43,6 +50,10 @@ pub trait SourceFactory: Send + Sync {
     fn info(&self) -> SourceInfo;
     /// A fresh source.
     async fn build(&self) -> weir_api::Result<Box<dyn Source>>;
+    /// A snapshot reader, for sources that can read existing rows.
+    async fn snapshot(&self) -> weir_api::Result<Option<Box<dyn weir_api::Snapshot>>> {
+        Ok(None)
+    }
 }
 
 /// Builds a sink (again after every failure).
@@ -73,6 +84,8 @@ pub struct Pipeline {
     pub source: Arc<dyn SourceFactory>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
+    /// The initial snapshot.
+    pub snapshot: SnapshotOptions,
 }
 
 /// How to run.
@@ -102,13 +115,166 @@ pub enum RuntimeError {
     Log(#[from] LogError),
 }
 
-/// Counters the runtime keeps (progress lines; later the admin plane).
+/// Counters the runtime keeps (progress lines, the admin plane). Updated with atomics on
+/// the hot path; the mutexes are touched only when something fails.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Change events staged.
     pub staged_events: AtomicU64,
     /// Transactions staged.
     pub staged_txns: AtomicU64,
+    /// Whether the pipeline runs (from start until every task has stopped).
+    pub running: AtomicBool,
+    /// When this run started (ms since the epoch).
+    pub started_ms: AtomicU64,
+    /// Source restarts after transient failures.
+    pub source_retries: AtomicU64,
+    /// The source's last error (redacted by the connector).
+    pub source_error: Mutex<Option<String>>,
+    /// Per sink, registered before the run starts.
+    pub sinks: BTreeMap<String, Arc<SinkStats>>,
+}
+
+impl Stats {
+    /// Stats with a [`SinkStats`] for each of `sinks`.
+    pub fn new<'a>(sinks: impl IntoIterator<Item = &'a str>) -> Self {
+        Stats {
+            sinks: sinks
+                .into_iter()
+                .map(|n| (n.to_string(), Arc::new(SinkStats::default())))
+                .collect(),
+            ..Stats::default()
+        }
+    }
+
+    fn sink(&self, name: &str) -> Arc<SinkStats> {
+        self.sinks.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// What a sink task is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SinkState {
+    /// Connecting / reading its target's committed position.
+    Starting = 0,
+    /// Applying (or caught up and waiting).
+    Running = 1,
+    /// Failed transiently; waiting to retry.
+    Retrying = 2,
+    /// Failed definitely (the pipeline stops).
+    Failed = 3,
+    /// Finished.
+    Stopped = 4,
+    /// Held by `PAUSE SINK` (admin SQL) until `RESUME SINK`.
+    Paused = 5,
+}
+
+impl SinkState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::Starting => "starting",
+            SinkState::Running => "running",
+            SinkState::Retrying => "retrying",
+            SinkState::Failed => "failed",
+            SinkState::Stopped => "stopped",
+            SinkState::Paused => "paused",
+        }
+    }
+}
+
+/// One sink's live figures.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    state: AtomicU8,
+    /// The last log sequence the sink has applied (its cursor).
+    pub applied_seq: AtomicU64,
+    /// Change events applied in this run.
+    pub applied_events: AtomicU64,
+    /// Restarts after transient failures.
+    pub retries: AtomicU64,
+    /// When the sink last applied something or was caught up (ms since the epoch).
+    pub last_progress_ms: AtomicU64,
+    /// The last error.
+    pub last_error: Mutex<Option<String>>,
+    /// Time per `apply` call.
+    pub apply_seconds: Histogram,
+    /// Set by `PAUSE SINK`: the sink task applies no further batch until it is cleared.
+    paused: AtomicBool,
+}
+
+impl SinkStats {
+    /// The current state (`Paused` while paused and otherwise running).
+    pub fn state(&self) -> SinkState {
+        match self.state.load(Ordering::Relaxed) {
+            1 if self.is_paused() => SinkState::Paused,
+            1 => SinkState::Running,
+            2 => SinkState::Retrying,
+            3 => SinkState::Failed,
+            4 => SinkState::Stopped,
+            _ => SinkState::Starting,
+        }
+    }
+
+    /// Pauses (`true`) or resumes the sink: it finishes the batch in hand, then waits
+    /// before the next one. Other sinks and the source are not held (beyond the usual
+    /// backpressure of the log growing while this sink's records wait).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Whether `PAUSE SINK` holds the sink.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    fn set_state(&self, s: SinkState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn set_error(&self, e: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+pub const HISTOGRAM_BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A latency histogram with fixed buckets (atomics; one update per batch).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    pub buckets: [AtomicU64; HISTOGRAM_BOUNDS.len() + 1],
+    /// Sum in microseconds.
+    pub sum_micros: AtomicU64,
+    /// Observations.
+    pub count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = HISTOGRAM_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(HISTOGRAM_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What a run did.
@@ -124,8 +290,25 @@ pub struct Summary {
 pub async fn run(
     p: Pipeline,
     opts: RunOptions,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<Summary, RuntimeError> {
+    let stats = Arc::new(Stats::new(p.sinks.iter().map(|s| s.name.as_str())));
+    run_with_stats(p, opts, stop, stats).await
+}
+
+/// [`run`], keeping its figures in `stats` (made with [`Stats::new`] over the sink names),
+/// which the admin plane reads while it runs.
+pub async fn run_with_stats(
+    p: Pipeline,
+    opts: RunOptions,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) -> Result<Summary, RuntimeError> {
+    stats
+        .started_ms
+        .store(now_ms().max(0) as u64, Ordering::Relaxed);
+    stats.running.store(true, Ordering::Relaxed);
+    let _running = RunningGuard(Arc::clone(&stats));
     let log = Arc::clone(&p.log);
     for name in log.cursors().keys() {
         if !p.sinks.iter().any(|s| &s.name == name) {
@@ -133,7 +316,6 @@ pub async fn run(
             log.remove_cursor(name)?;
         }
     }
-    let stats = Arc::new(Stats::default());
     // Internal stop: the caller's stop, or a definite failure of the source.
     let (halt_tx, halt_rx) = watch::channel(false);
     let (final_tx, final_rx) = watch::channel(None::<u64>);
@@ -148,6 +330,7 @@ pub async fn run(
         };
         sinks.spawn(sink_task(
             Arc::clone(&log),
+            stats.sink(&spec.name),
             spec.clone(),
             ctx,
             opts.once,
@@ -177,16 +360,38 @@ pub async fn run(
         })
     };
     let mut writer = log.writer(32)?;
-    let source_result = source_task(
-        &log,
-        &mut writer,
-        p.source.as_ref(),
-        opts.once,
-        p.max_log_bytes,
-        &stats,
-        halt_rx.clone(),
-    )
-    .await;
+    let mut stream = true;
+    let mut source_result = Ok(());
+    if p.snapshot.enabled {
+        match snapshot::run(
+            &log,
+            &mut writer,
+            p.source.as_ref(),
+            &p.snapshot,
+            halt_rx.clone(),
+        )
+        .await
+        {
+            Ok(Outcome::Done) => stream = !p.snapshot.only,
+            Ok(Outcome::Stopped) => stream = false,
+            Err(e) => {
+                stream = false;
+                source_result = Err(e);
+            }
+        }
+    }
+    if stream {
+        source_result = source_task(
+            &log,
+            &mut writer,
+            p.source.as_ref(),
+            opts.once,
+            p.max_log_bytes,
+            &stats,
+            halt_rx.clone(),
+        )
+        .await;
+    }
     let writer_result = tokio::task::spawn_blocking(move || writer.finish())
         .await
         .unwrap_or_else(|_| Err(LogError::Protocol("the staging log writer panicked".into())));
@@ -236,7 +441,15 @@ pub async fn run(
     }
 }
 
-async fn wait_true(rx: &mut watch::Receiver<bool>) {
+/// Clears `running` when the run ends, however it ends.
+struct RunningGuard(Arc<Stats>);
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
@@ -280,13 +493,18 @@ async fn source_task(
                 // from the true head (neither re-staging nor skipping a transaction).
                 writer.rollback().await?;
                 let delay = backoff.next_delay();
+                stats.source_retries.fetch_add(1, Ordering::Relaxed);
+                *stats.source_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain(&e));
                 warn!(error = %chain(&e), retry_in = ?delay, "source failed; reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = wait_true(&mut halt) => return Ok(()),
                 }
             }
-            Err(SessionError::Connector(e)) => return Err(RuntimeError::Source(e)),
+            Err(SessionError::Connector(e)) => {
+                *stats.source_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain(&e));
+                return Err(RuntimeError::Source(e));
+            }
         }
     }
 }
@@ -328,8 +546,11 @@ async fn source_session(
     halt: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let mut source = factory.build().await?;
+    // After a snapshot, the head holds its progress; the stream continues from its point.
     let resume = log.head().position;
-    source.start(resume.clone()).await?;
+    source
+        .start(resume.as_ref().map(|p| p.stream_position().clone()))
+        .await?;
     if once && target.is_none() {
         let end = source.end_position().await?;
         info!(end = %end, "run --once: staging up to the source's current end");
@@ -342,6 +563,9 @@ async fn source_session(
     let mut acked = resume;
     let mut in_txn = false;
     let mut last_sent: Option<SourcePosition> = None;
+    let mut last_advance = std::time::Instant::now()
+        .checked_sub(ADVANCE_EVERY)
+        .unwrap_or_else(std::time::Instant::now);
     let mut paused = false;
     loop {
         // Near the limit, let the writer catch up first, so the backlog figure includes
@@ -357,6 +581,7 @@ async fn source_session(
                 _ = wait_true(halt) => return Ok(()),
             }
             ack_durable(&mut durable, source.as_mut(), &mut acked).await?;
+            source.keepalive().await?;
             continue;
         }
         if !in_txn && log.backlog_bytes() > max_log_bytes {
@@ -376,6 +601,7 @@ async fn source_session(
                 _ = wait_true(halt) => return Ok(()),
             }
             ack_durable(&mut durable, source.as_mut(), &mut acked).await?;
+            source.keepalive().await?;
             continue;
         }
         if paused {
@@ -419,13 +645,20 @@ async fn source_session(
                 Some(t.commit)
             }
             SourceItem::Heartbeat(p) => {
-                // Nothing pending before it: the source may release its log up to here.
-                let settled = last_sent.is_none() || durable.borrow().position == last_sent;
-                if !in_txn && settled && ahead(&p, &acked) {
-                    source.ack(&p).await?;
-                    acked = Some(p.clone());
+                // Nothing to stage up to here: record the position in the log's head (at most
+                // once a second), and the source is acknowledged once that is durable, so the
+                // source never releases more than the log holds, and a restart resumes here.
+                let reached_end = once && !in_txn && reached(&p, target);
+                let current = last_sent.clone().or_else(|| log.head().position);
+                if !in_txn
+                    && ahead(&p, &current)
+                    && (reached_end || last_advance.elapsed() >= ADVANCE_EVERY)
+                {
+                    writer.send(WriteOp::Advance(p.clone())).await?;
+                    last_sent = Some(p);
+                    last_advance = std::time::Instant::now();
                 }
-                if once && !in_txn && reached(&p, target) {
+                if reached_end {
                     break;
                 }
                 None
@@ -455,7 +688,7 @@ async fn source_session(
                 _ = wait_true(halt) => return Ok(()),
             }
         }
-        source.ack(&last).await?;
+        source.ack(last.stream_position()).await?;
     }
     Ok(())
 }
@@ -470,7 +703,7 @@ async fn ack_durable(
     if let Some(p) = pos
         && ahead(&p, acked)
     {
-        source.ack(&p).await?;
+        source.ack(p.stream_position()).await?;
         *acked = Some(p);
     }
     Ok(())
@@ -484,8 +717,10 @@ fn ahead(p: &SourcePosition, acked: &Option<SourcePosition>) -> bool {
 }
 
 /// Applies the log to one sink, restarting it with backoff after failures.
+#[allow(clippy::too_many_arguments)]
 async fn sink_task(
     log: Arc<StagingLog>,
+    st: Arc<SinkStats>,
     spec: SinkSpec,
     ctx: SinkContext,
     once: bool,
@@ -496,8 +731,10 @@ async fn sink_task(
     let mut backoff = Backoff::new();
     loop {
         let mut progressed = false;
+        st.set_state(SinkState::Starting);
         let result = sink_session(
             &log,
+            &st,
             &spec,
             &ctx,
             once,
@@ -510,9 +747,15 @@ async fn sink_task(
             backoff.reset();
         }
         match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                st.set_state(SinkState::Stopped);
+                return Ok(());
+            }
             Err(e) if e.is_transient() => {
                 let delay = backoff.next_delay();
+                st.retries.fetch_add(1, Ordering::Relaxed);
+                st.set_error(chain(&e));
+                st.set_state(SinkState::Retrying);
                 warn!(sink = %spec.name, error = %chain(&e), retry_in = ?delay, "sink failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -522,6 +765,8 @@ async fn sink_task(
             Err(error) => {
                 // A definite failure stops the pipeline (the others finish their batch).
                 error!(sink = %spec.name, error = %chain(&error), "sink failed definitely; stopping the pipeline");
+                st.set_error(chain(&error));
+                st.set_state(SinkState::Failed);
                 let _ = stop_all.send(true);
                 return Err(RuntimeError::Sink {
                     name: spec.name.clone(),
@@ -539,8 +784,10 @@ fn log_err(e: LogError) -> ConnectorError {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn sink_session(
     log: &Arc<StagingLog>,
+    st: &SinkStats,
     spec: &SinkSpec,
     ctx: &SinkContext,
     once: bool,
@@ -574,6 +821,10 @@ async fn sink_session(
             bytes_total: 0,
         });
     log.set_cursor(&spec.name, cursor).map_err(log_err)?;
+    st.applied_seq.store(cursor.seq, Ordering::Relaxed);
+    st.last_progress_ms
+        .store(now_ms().max(0) as u64, Ordering::Relaxed);
+    st.set_state(SinkState::Running);
     let mut reader = log.reader();
     let mut next = committed + 1;
     let mut heads = log.subscribe();
@@ -585,8 +836,21 @@ async fn sink_session(
             info!(sink = %spec.name, applied = cursor.seq, "sink caught up");
             return Ok(());
         }
+        if st.is_paused() {
+            // Paused counts as progress (it is asked for, not a stall).
+            st.last_progress_ms
+                .store(now_ms().max(0) as u64, Ordering::Relaxed);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = halt.changed() => {}
+            }
+            continue;
+        }
         let head = heads.borrow_and_update().seq;
         if next > head {
+            // Caught up counts as progress (for stall detection).
+            st.last_progress_ms
+                .store(now_ms().max(0) as u64, Ordering::Relaxed);
             tokio::select! {
                 _ = heads.changed() => {}
                 _ = final_seq.changed() => {}
@@ -596,12 +860,24 @@ async fn sink_session(
         }
         let batch =
             tokio::task::block_in_place(|| reader.read(next, head, SINK_BATCH)).map_err(log_err)?;
+        let started = Instant::now();
         sink.apply(&batch.entries).await?;
+        st.apply_seconds.observe(started.elapsed());
         *progressed = true;
+        let changes = batch
+            .entries
+            .iter()
+            .filter(|e| matches!(e.entry, weir_api::Entry::Change(..)))
+            .count();
+        st.applied_events
+            .fetch_add(changes as u64, Ordering::Relaxed);
+        st.last_progress_ms
+            .store(now_ms().max(0) as u64, Ordering::Relaxed);
         next = batch.entries.last().map_or(next, |e| e.seq + 1);
         if let Some(c) = batch.last_commit {
             cursor = c;
             log.set_cursor(&spec.name, c).map_err(log_err)?;
+            st.applied_seq.store(c.seq, Ordering::Relaxed);
         }
     }
 }

@@ -1,8 +1,6 @@
 //! The contracts between the engine and connectors: [`Source`], [`Snapshot`] and [`Sink`].
 
-use crate::{
-    ChangeEvent, CommitInfo, Result, Row, SourcePosition, TableId, TableSchema, Transaction,
-};
+use crate::{ChangeEvent, CommitInfo, Result, SourcePosition, TableId, TableSchema, Transaction};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -59,40 +57,74 @@ pub trait Source: Send {
 
     /// Everything up to `position` is durable in the staging log.
     async fn ack(&mut self, position: &SourcePosition) -> Result<()>;
+
+    /// Called now and then while the engine does not read (backpressure): keep the
+    /// connection alive without consuming anything (PostgreSQL: a standby status update, so
+    /// `wal_sender_timeout` does not fire). Must be cheap; the default does nothing.
+    async fn keepalive(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A range of one table's rows, by primary key, read from a consistent point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunk {
     /// The table.
     pub table: TableId,
-    /// Chunk number within the table, from 0.
+    /// Position of this chunk in [`SnapshotPlan::chunks`].
     pub index: u32,
-    /// Primary-key lower bound, inclusive (`None`: from the start).
-    pub lower: Option<Row>,
-    /// Primary-key upper bound, exclusive (`None`: to the end).
-    pub upper: Option<Row>,
+    /// Primary-key lower bound, exclusive (`None`: from the start), in the connector's own
+    /// encoding of key values (PostgreSQL: each key column's text form).
+    pub after: Option<Vec<String>>,
+    /// Primary-key upper bound, inclusive (`None`: to the end), same encoding.
+    pub upto: Option<Vec<String>>,
+    /// Estimated rows, for progress.
+    pub estimated_rows: u64,
 }
 
-/// What a snapshot will read, and where streaming continues afterwards.
-#[derive(Debug, Clone, PartialEq)]
+/// What a snapshot will read, and where streaming continues afterwards. Stored in the
+/// staging log, so a restarted snapshot reads the same chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotPlan {
     /// Schemas of the tables read.
     pub schemas: Vec<TableSchema>,
-    /// Chunks, in any order; workers read them in parallel.
+    /// Chunks; `chunks[i].index == i`. Workers read them in parallel.
     pub chunks: Vec<SnapshotChunk>,
     /// The consistent point: streaming starts right after it, so nothing is missed or read twice.
     pub stream_from: SourcePosition,
 }
 
-/// Reads existing rows consistently, in primary-key chunks, in parallel.
+/// Reads existing rows consistently, in primary-key chunks, by several workers at once.
+///
+/// The engine calls [`Snapshot::plan`] (or [`Snapshot::resume`] after a restart), then
+/// [`Snapshot::reader`] once per worker, then [`Snapshot::readers_ready`], then reads chunks.
 #[async_trait]
 pub trait Snapshot: Send {
-    /// Fixes the consistent point and splits the tables into chunks.
-    async fn plan(&mut self, tables: &[TableId]) -> Result<SnapshotPlan>;
+    /// Fixes the consistent point (PostgreSQL: creates the slot and exports its snapshot),
+    /// reads the schemas and splits the tables into chunks.
+    async fn plan(&mut self) -> Result<SnapshotPlan>;
 
-    /// Reads one chunk as `op = r` events (memory bounded by the chunk size).
-    async fn read_chunk(&mut self, chunk: &SnapshotChunk) -> Result<Vec<ChangeEvent>>;
+    /// Re-opens a consistent view to finish `plan` after a restart. The view is newer than the
+    /// plan's consistent point; streaming from `stream_from` replays the changes in between,
+    /// so targets converge.
+    async fn resume(&mut self, plan: &SnapshotPlan) -> Result<()>;
+
+    /// A reader for one worker (its own connection, in the same consistent view).
+    async fn reader(&mut self) -> Result<Box<dyn ChunkReader>>;
+
+    /// Every reader is open: whatever holds the consistent view for them may let go.
+    async fn readers_ready(&mut self) -> Result<()>;
+}
+
+/// One snapshot worker's connection.
+#[async_trait]
+pub trait ChunkReader: Send {
+    /// Starts reading `chunk`; rows follow from [`ChunkReader::next_batch`].
+    async fn open(&mut self, chunk: &SnapshotChunk) -> Result<()>;
+
+    /// Up to `max_rows` rows of the open chunk as `op = r` events (with `schema_version` 0:
+    /// the log stamps the version); `None` once the chunk is exhausted.
+    async fn next_batch(&mut self, max_rows: usize) -> Result<Option<Vec<ChangeEvent>>>;
 }
 
 /// What a sink receives from the staging log.

@@ -40,7 +40,7 @@ pub fn render_envelope(
     json_str(out, &event.table.schema);
     out.extend_from_slice(b",\"table\":");
     json_str(out, &event.table.name);
-    match &event.position {
+    match event.position.stream_position() {
         SourcePosition::Postgres(p) => {
             out.extend_from_slice(b",\"lsn\":");
             json_str(out, &p.lsn.to_string());
@@ -64,6 +64,8 @@ pub fn render_envelope(
         SourcePosition::Datagen(p) => {
             let _ = write!(out, ",\"event\":{}", p.events);
         }
+        // stream_position() never returns a snapshot position.
+        SourcePosition::Snapshot(_) => {}
     }
     match event.txid {
         Some(x) => {

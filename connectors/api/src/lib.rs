@@ -14,20 +14,21 @@ mod connector;
 mod envelope;
 mod error;
 mod event;
+pub mod keyed;
 mod position;
 mod schema;
 mod value;
 
 pub use connector::{
-    Entry, LogEntry, Sink, SinkContext, Snapshot, SnapshotChunk, SnapshotPlan, Source, SourceInfo,
-    SourceItem,
+    ChunkReader, Entry, LogEntry, Sink, SinkContext, Snapshot, SnapshotChunk, SnapshotPlan, Source,
+    SourceInfo, SourceItem,
 };
 pub use envelope::{render_envelope, render_key};
 pub use error::{BoxError, ConnectorError, Result};
 pub use event::{ChangeEvent, CommitInfo, Op, Row, Transaction};
 pub use position::{
     DatagenPosition, GtidSet, Lsn, MariaDbGtid, MariaDbGtidList, MysqlGtidSet, MysqlPosition,
-    PgPosition, SourcePosition,
+    PgPosition, SnapshotPosition, SourcePosition,
 };
 pub use schema::{Column, ColumnType, TableId, TableSchema};
 pub use value::{Date, Time, Timestamp, Value};

@@ -15,6 +15,20 @@ pub enum SourcePosition {
     Mysql(MysqlPosition),
     /// The synthetic datagen source.
     Datagen(DatagenPosition),
+    /// Inside an initial snapshot: staged right after `stream_from`, before anything the
+    /// stream brings after it.
+    Snapshot(SnapshotPosition),
+}
+
+impl SourcePosition {
+    /// Where the source's stream continues from: the position itself, or a snapshot's
+    /// `stream_from`.
+    pub fn stream_position(&self) -> &SourcePosition {
+        match self {
+            Self::Snapshot(s) => s.stream_from.stream_position(),
+            other => other,
+        }
+    }
 }
 
 impl PartialOrd for SourcePosition {
@@ -23,6 +37,23 @@ impl PartialOrd for SourcePosition {
             (Self::Postgres(a), Self::Postgres(b)) => a.partial_cmp(b),
             (Self::Mysql(a), Self::Mysql(b)) => a.partial_cmp(b),
             (Self::Datagen(a), Self::Datagen(b)) => a.partial_cmp(b),
+            (Self::Snapshot(a), Self::Snapshot(b)) => {
+                if a.stream_from == b.stream_from {
+                    Some(a.batch.cmp(&b.batch))
+                } else {
+                    a.stream_from.partial_cmp(&b.stream_from)
+                }
+            }
+            // A snapshot sits just after its stream_from: before any later stream position,
+            // after stream_from itself and anything earlier.
+            (Self::Snapshot(a), other) => match a.stream_from.as_ref().partial_cmp(other)? {
+                Ordering::Less => Some(Ordering::Less),
+                Ordering::Equal | Ordering::Greater => Some(Ordering::Greater),
+            },
+            (other, Self::Snapshot(b)) => match other.partial_cmp(b.stream_from.as_ref())? {
+                Ordering::Greater => Some(Ordering::Greater),
+                Ordering::Equal | Ordering::Less => Some(Ordering::Less),
+            },
             _ => None,
         }
     }
@@ -40,7 +71,74 @@ impl fmt::Display for SourcePosition {
                 Ok(())
             }
             Self::Datagen(p) => write!(f, "event={}", p.events),
+            Self::Snapshot(p) => write!(
+                f,
+                "snapshot chunks={}/{} then stream after {}",
+                p.done_count(),
+                p.total,
+                p.stream_from
+            ),
         }
+    }
+}
+
+/// Progress of an initial snapshot, committed with every staged snapshot batch.
+///
+/// Chunks finish out of order (several workers), so the finished set is every index below
+/// `done_below` plus the indices in `done`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotPosition {
+    /// The consistent point: streaming continues right after it.
+    pub stream_from: Box<SourcePosition>,
+    /// Staged snapshot batches so far (orders positions within the snapshot).
+    pub batch: u64,
+    /// Number of chunks in the plan.
+    pub total: u32,
+    /// Every chunk below this index is finished.
+    pub done_below: u32,
+    /// Finished chunks at or above `done_below`, ascending.
+    pub done: Vec<u32>,
+}
+
+impl SnapshotPosition {
+    /// A snapshot of `total` chunks with nothing read yet.
+    pub fn start(stream_from: SourcePosition, total: u32) -> Self {
+        SnapshotPosition {
+            stream_from: Box::new(stream_from),
+            batch: 0,
+            total,
+            done_below: 0,
+            done: Vec::new(),
+        }
+    }
+
+    /// Whether chunk `index` is finished.
+    pub fn is_done(&self, index: u32) -> bool {
+        index < self.done_below || self.done.binary_search(&index).is_ok()
+    }
+
+    /// Marks chunk `index` finished.
+    pub fn mark_done(&mut self, index: u32) {
+        if self.is_done(index) {
+            return;
+        }
+        if let Err(at) = self.done.binary_search(&index) {
+            self.done.insert(at, index);
+        }
+        while self.done.first() == Some(&self.done_below) {
+            self.done.remove(0);
+            self.done_below += 1;
+        }
+    }
+
+    /// Finished chunks.
+    pub fn done_count(&self) -> u32 {
+        self.done_below + self.done.len() as u32
+    }
+
+    /// Whether every chunk is finished.
+    pub fn complete(&self) -> bool {
+        self.done_count() >= self.total
     }
 }
 
@@ -180,6 +278,32 @@ mod tests {
         assert_eq!(a.partial_cmp(&b), None);
         let c = SourcePosition::Datagen(DatagenPosition { events: 2 });
         assert!(a < c);
+    }
+
+    #[test]
+    fn snapshot_positions_sit_right_after_their_stream_point() {
+        let pg = |l| {
+            SourcePosition::Postgres(PgPosition {
+                commit_lsn: Lsn(l),
+                lsn: Lsn(l),
+            })
+        };
+        let mut s = SnapshotPosition::start(pg(100), 3);
+        let a = SourcePosition::Snapshot(s.clone());
+        s.batch += 1;
+        s.mark_done(2);
+        assert!(!s.complete() && s.is_done(2) && !s.is_done(0));
+        s.mark_done(0);
+        s.mark_done(1);
+        assert!(s.complete());
+        assert_eq!((s.done_below, s.done.len()), (3, 0));
+        let b = SourcePosition::Snapshot(s);
+        assert!(a < b);
+        assert!(pg(100) < a && pg(99) < b);
+        assert!(b < pg(101) && a < pg(101));
+        assert_eq!(b.stream_position(), &pg(100));
+        let dg = SourcePosition::Datagen(DatagenPosition { events: 1 });
+        assert_eq!(a.partial_cmp(&dg), None);
     }
 
     #[test]

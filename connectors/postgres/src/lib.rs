@@ -3,6 +3,8 @@
 pub mod check;
 pub mod pgoutput;
 pub mod replication;
+pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod types;
 

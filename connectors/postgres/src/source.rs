@@ -228,7 +228,41 @@ fn confirm_lsn(p: PgPosition) -> Lsn {
     }
 }
 
-fn boundary(p: Lsn) -> PgPosition {
+/// Domain type oid → (base type oid, the domain's typmod).
+pub(crate) type Domains = HashMap<u32, (u32, i32)>;
+
+/// Every domain type of the database (domains decode as their base type).
+pub(crate) async fn load_domains(client: &tokio_postgres::Client) -> Result<Domains> {
+    let rows = client
+        .query(
+            "SELECT oid, typbasetype, typtypmod FROM pg_catalog.pg_type WHERE typtype = 'd'",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error("postgres source: reading domain types", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, u32>(0), (r.get::<_, u32>(1), r.get::<_, i32>(2))))
+        .collect())
+}
+
+/// The base type (and typmod) of a possibly nested domain; other types map to themselves.
+pub(crate) fn resolve_domain(domains: &Domains, mut oid: u32, mut typmod: i32) -> (u32, i32) {
+    for _ in 0..32 {
+        match domains.get(&oid) {
+            Some(&(base, base_typmod)) => {
+                oid = base;
+                if typmod == -1 {
+                    typmod = base_typmod;
+                }
+            }
+            None => break,
+        }
+    }
+    (oid, typmod)
+}
+
+pub(crate) fn boundary(p: Lsn) -> PgPosition {
     PgPosition {
         commit_lsn: ApiLsn(p),
         lsn: ApiLsn(p),
@@ -243,7 +277,7 @@ fn is_transient_sqlstate(code: &str) -> bool {
         || code == "55006"
 }
 
-fn sql_error(context: &str, err: tokio_postgres::Error) -> ConnectorError {
+pub(crate) fn sql_error(context: &str, err: tokio_postgres::Error) -> ConnectorError {
     match err.code() {
         Some(code) if !is_transient_sqlstate(code.code()) => {
             ConnectorError::definite_from(format!("{context}: {err}"), err)
@@ -276,6 +310,8 @@ pub struct PostgresSource {
     stream: Option<ReplicationStream>,
     decoder: Decoder,
     nullable: HashMap<(String, String, String), bool>,
+    /// Domain type oid → (base type oid, base typmod), to decode domains as their base type.
+    domains: Domains,
     relations: HashMap<u32, Rel>,
     txn: Option<Txn>,
     queue: VecDeque<SourceItem>,
@@ -284,6 +320,65 @@ pub struct PostgresSource {
     confirmed: Lsn,
     /// Last boundary position handed out, to keep heartbeats from going backwards.
     last_boundary: Lsn,
+    /// The pgoutput protocol version in use (highest the server has).
+    proto: u32,
+    /// Inside a Stream Start .. Stream Stop segment: its transaction.
+    in_stream: Option<u32>,
+    /// In-progress streamed transactions, spilled to disk until their Stream Commit.
+    streams: HashMap<u32, Spill>,
+    /// A committed streamed transaction being handed on from its spill file.
+    replay: Option<Replay>,
+    /// When a standby status update was last sent.
+    last_status: std::time::Instant,
+}
+
+/// The raw messages of one in-progress streamed transaction: `[lsn u64][len u32][bytes]`.
+struct Spill {
+    path: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    /// Aborted subtransactions: their changes are skipped at replay.
+    aborted: std::collections::HashSet<u32>,
+}
+
+struct Replay {
+    path: std::path::PathBuf,
+    file: std::io::BufReader<std::fs::File>,
+    aborted: std::collections::HashSet<u32>,
+    commit: crate::pgoutput::Commit,
+}
+
+/// Messages replayed per `next()` call, so memory stays bounded.
+const REPLAY_STEP: usize = 1024;
+
+fn spill_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("weir-pg-stream-{}", std::process::id()))
+}
+
+fn spill_error(what: &str, e: std::io::Error) -> ConnectorError {
+    ConnectorError::definite_from(
+        format!(
+            "postgres source: {what} a streamed transaction's spill file in {}: {e}; check \
+             free space and permissions of the temporary directory (TMPDIR)",
+            spill_dir().display()
+        ),
+        e,
+    )
+}
+
+/// The pgoutput protocol for a server version (`server_version` parameter): the highest the
+/// server speaks (v2 brings streaming of in-progress transactions).
+pub fn proto_for_server(version: &str) -> u32 {
+    let major: u32 = version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    match major {
+        16.. => 4,
+        15 => 3,
+        14 => 2,
+        _ => 1,
+    }
 }
 
 impl std::fmt::Debug for PostgresSource {
@@ -309,16 +404,145 @@ impl PostgresSource {
             stream: None,
             decoder: Decoder::new(1).expect("protocol 1 is supported"),
             nullable: HashMap::new(),
+            domains: HashMap::new(),
             relations: HashMap::new(),
             txn: None,
             queue: VecDeque::new(),
             reply_pending: false,
             confirmed: 0,
             last_boundary: 0,
+            proto: 1,
+            in_stream: None,
+            streams: HashMap::new(),
+            replay: None,
+            last_status: std::time::Instant::now(),
         }
     }
 
-    fn url(&self) -> Result<PgUrl> {
+    fn drop_streams(&mut self) {
+        for (_, spill) in self.streams.drain() {
+            drop(spill.file);
+            let _ = std::fs::remove_file(&spill.path);
+        }
+        if let Some(r) = self.replay.take() {
+            let _ = std::fs::remove_file(&r.path);
+        }
+        self.in_stream = None;
+    }
+
+    /// Keeps a message of the open stream segment for its transaction's commit.
+    fn spill(&mut self, xid: u32, lsn: Lsn, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let spill = match self.streams.get_mut(&xid) {
+            Some(s) => s,
+            None => {
+                let dir = spill_dir();
+                std::fs::create_dir_all(&dir).map_err(|e| spill_error("creating", e))?;
+                let path = dir.join(format!("xid-{xid}"));
+                let file = std::fs::File::create(&path).map_err(|e| spill_error("creating", e))?;
+                self.streams.entry(xid).or_insert(Spill {
+                    path,
+                    file: std::io::BufWriter::with_capacity(1 << 20, file),
+                    aborted: Default::default(),
+                })
+            }
+        };
+        let len = u32::try_from(data.len()).map_err(|_| {
+            ConnectorError::definite("postgres source: a pgoutput message over 4 GiB")
+        })?;
+        spill
+            .file
+            .write_all(&lsn.to_be_bytes())
+            .and_then(|()| spill.file.write_all(&len.to_be_bytes()))
+            .and_then(|()| spill.file.write_all(data))
+            .map_err(|e| spill_error("writing", e))
+    }
+
+    /// Starts handing on a committed streamed transaction.
+    fn stream_commit(&mut self, c: crate::pgoutput::StreamCommit) -> Result<()> {
+        let commit = crate::pgoutput::Commit {
+            flags: c.flags,
+            commit_lsn: c.commit_lsn,
+            end_lsn: c.end_lsn,
+            commit_timestamp: c.commit_timestamp,
+        };
+        self.txn = Some(Txn {
+            commit_lsn: c.commit_lsn,
+            xid: c.xid,
+            ts_ms: pg_timestamp_to_unix_millis(c.commit_timestamp),
+            buffer: Vec::new(),
+            chunked: false,
+            events: 0,
+        });
+        let Some(spill) = self.streams.remove(&c.xid) else {
+            // Nothing of it reached us (no selected table): an empty transaction.
+            return self.message(PgOutputMessage::Commit(commit), c.commit_lsn);
+        };
+        let file = spill
+            .file
+            .into_inner()
+            .map_err(|e| spill_error("writing", e.into_error()))?;
+        drop(file);
+        let file = std::fs::File::open(&spill.path).map_err(|e| spill_error("reading", e))?;
+        self.replay = Some(Replay {
+            path: spill.path,
+            file: std::io::BufReader::with_capacity(1 << 20, file),
+            aborted: spill.aborted,
+            commit,
+        });
+        Ok(())
+    }
+
+    /// Hands on up to [`REPLAY_STEP`] messages of the transaction being replayed.
+    fn replay_step(&mut self) -> Result<()> {
+        use std::io::Read;
+        let Some(mut replay) = self.replay.take() else {
+            return Ok(());
+        };
+        for _ in 0..REPLAY_STEP {
+            let mut head = [0u8; 12];
+            match replay.file.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    let _ = std::fs::remove_file(&replay.path);
+                    let lsn = replay.commit.commit_lsn;
+                    return self.message(PgOutputMessage::Commit(replay.commit), lsn);
+                }
+                Err(e) => return Err(spill_error("reading", e)),
+            }
+            let lsn = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
+            let len = u32::from_be_bytes(head[8..].try_into().expect("4 bytes")) as usize;
+            let mut data = vec![0u8; len];
+            replay
+                .file
+                .read_exact(&mut data)
+                .map_err(|e| spill_error("reading", e))?;
+            let message = self.decoder.decode(&data, true).map_err(|e| {
+                ConnectorError::definite_from(
+                    format!(
+                        "postgres source: undecodable streamed pgoutput message at {}",
+                        format_lsn(lsn)
+                    ),
+                    e,
+                )
+            })?;
+            let change_xid = match &message {
+                PgOutputMessage::Insert(m) => m.xid,
+                PgOutputMessage::Update(m) => m.xid,
+                PgOutputMessage::Delete(m) => m.xid,
+                PgOutputMessage::Truncate(m) => m.xid,
+                _ => None,
+            };
+            if change_xid.is_some_and(|x| replay.aborted.contains(&x)) {
+                continue; // a rolled-back subtransaction's change
+            }
+            self.message(message, lsn)?;
+        }
+        self.replay = Some(replay);
+        Ok(())
+    }
+
+    pub(crate) fn url(&self) -> Result<PgUrl> {
         parse_url(&self.cfg.url).map_err(|e| {
             ConnectorError::definite(format!(
                 "postgres source: bad url: {e}; expected postgres://user:password@host:port/db"
@@ -326,7 +550,7 @@ impl PostgresSource {
         })
     }
 
-    fn repl_config(url: &PgUrl) -> ReplicationConfig {
+    pub(crate) fn repl_config(url: &PgUrl) -> ReplicationConfig {
         let mut c = ReplicationConfig::new(url.host.clone(), url.port, url.user.clone())
             .database(url.database.clone())
             // The text forms types::parse_text expects.
@@ -341,7 +565,7 @@ impl PostgresSource {
         c
     }
 
-    async fn connect_sql(&mut self) -> Result<&tokio_postgres::Client> {
+    pub(crate) async fn connect_sql(&mut self) -> Result<&tokio_postgres::Client> {
         if self.sql.as_ref().is_some_and(|c| c.is_closed()) {
             self.sql = None;
         }
@@ -362,7 +586,7 @@ impl PostgresSource {
         Ok(self.sql.as_ref().expect("connected above"))
     }
 
-    fn repl_error(&self, context: &str, err: ReplicationError) -> ConnectorError {
+    pub(crate) fn repl_error(&self, context: &str, err: ReplicationError) -> ConnectorError {
         let slot = &self.cfg.slot;
         let publication = &self.cfg.publication;
         match &err {
@@ -395,7 +619,7 @@ impl PostgresSource {
         }
     }
 
-    async fn resolve_tables(&mut self) -> Result<Vec<TableId>> {
+    pub(crate) async fn resolve_tables(&mut self) -> Result<Vec<TableId>> {
         let tables = self.cfg.tables.clone();
         let exclude = self.cfg.exclude.clone();
         let client = self.connect_sql().await?;
@@ -431,14 +655,16 @@ impl PostgresSource {
             )
             .await
             .map_err(|e| sql_error("postgres source: reading column nullability", e))?;
+        let domains = load_domains(client).await?;
         self.nullable = rows
             .iter()
             .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
             .collect();
+        self.domains = domains;
         Ok(selected)
     }
 
-    async fn ensure_publication(&mut self, tables: &[TableId]) -> Result<()> {
+    pub(crate) async fn ensure_publication(&mut self, tables: &[TableId]) -> Result<()> {
         let publication = self.cfg.publication.clone();
         let client = self.connect_sql().await?;
         let exists = client
@@ -465,8 +691,81 @@ impl PostgresSource {
                     e,
                 )
             })?;
+            return Ok(());
         }
+        // Tables that started matching `tables` since the publication was made join it.
+        let rows = client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables \
+                 WHERE pubname = $1",
+                &[&publication],
+            )
+            .await
+            .map_err(|e| sql_error("postgres source: listing the publication's tables", e))?;
+        let current: std::collections::HashSet<TableId> = rows
+            .iter()
+            .map(|r| TableId::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        let all_tables: bool = client
+            .query_one(
+                "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1",
+                &[&publication],
+            )
+            .await
+            .map(|r| r.get(0))
+            .map_err(|e| sql_error("postgres source: looking up the publication", e))?;
+        let missing: Vec<&TableId> = tables.iter().filter(|t| !current.contains(t)).collect();
+        if all_tables || missing.is_empty() {
+            return Ok(());
+        }
+        for t in &missing {
+            tracing::warn!(
+                table = %t,
+                publication = %publication,
+                "table now matches `tables`: adding it to the publication; its changes are \
+                 captured from now on, rows it already had are not copied"
+            );
+        }
+        let list: Vec<String> = missing
+            .iter()
+            .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name)))
+            .collect();
+        let sql = format!(
+            "ALTER PUBLICATION {} ADD TABLE {}",
+            quote_ident(&publication),
+            list.join(", ")
+        );
+        client.batch_execute(&sql).await.map_err(|e| {
+            sql_error(
+                &format!("postgres source: adding tables to publication {publication:?}"),
+                e,
+            )
+        })?;
         Ok(())
+    }
+
+    async fn slot_exists(&mut self) -> Result<bool> {
+        let slot = self.cfg.slot.clone();
+        let client = self.connect_sql().await?;
+        let row = client
+            .query_opt(
+                "SELECT wal_status::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| sql_error("postgres source: looking up the replication slot", e))?;
+        match row {
+            None => Ok(false),
+            Some(r) if r.get::<_, Option<String>>(0).as_deref() == Some("lost") => {
+                Err(ConnectorError::definite(format!(
+                    "postgres source: replication slot {slot:?} is invalidated (wal_status = \
+                     lost: PostgreSQL removed WAL it still needed, see max_slot_wal_keep_size); \
+                     changes since the last acknowledged position are gone. Drop the slot, \
+                     remove the pipeline's staging log directory and run again to re-snapshot"
+                )))
+            }
+            Some(_) => Ok(true),
+        }
     }
 
     /// The slot's confirmed position, creating the slot when missing.
@@ -519,7 +818,8 @@ impl PostgresSource {
             .columns
             .iter()
             .map(|c| {
-                let (ty, source_type) = types::column_type(c.type_oid, c.type_modifier);
+                let (oid, typmod) = resolve_domain(&self.domains, c.type_oid, c.type_modifier);
+                let (ty, source_type) = types::column_type(oid, typmod);
                 let nullable = self
                     .nullable
                     .get(&(rel.namespace.clone(), rel.name.clone(), c.name.clone()))
@@ -545,7 +845,11 @@ impl PostgresSource {
             rel.oid,
             Rel {
                 schema: schema.clone(),
-                type_oids: rel.columns.iter().map(|c| c.type_oid).collect(),
+                type_oids: rel
+                    .columns
+                    .iter()
+                    .map(|c| resolve_domain(&self.domains, c.type_oid, c.type_modifier).0)
+                    .collect(),
                 key: rel.columns.iter().map(|c| c.is_key()).collect(),
             },
         );
@@ -649,6 +953,15 @@ impl PostgresSource {
             ReplicationEvent::XLogData {
                 start_lsn, data, ..
             } => {
+                if let Some(xid) = self.in_stream {
+                    // Inside a stream segment: keep everything but Stream Stop ('E') for the
+                    // transaction's commit (decoded then, in commit order).
+                    if data.first() == Some(&b'E') {
+                        self.in_stream = None;
+                        return Ok(());
+                    }
+                    return self.spill(xid, start_lsn, &data);
+                }
                 let message = self.decoder.decode(&data, false).map_err(|e| {
                     ConnectorError::definite_from(
                         format!(
@@ -658,7 +971,25 @@ impl PostgresSource {
                         e,
                     )
                 })?;
-                self.message(message, start_lsn)
+                match message {
+                    PgOutputMessage::StreamStart(st) => {
+                        self.in_stream = Some(st.xid);
+                        Ok(())
+                    }
+                    PgOutputMessage::StreamCommit(c) => self.stream_commit(c),
+                    PgOutputMessage::StreamAbort(a) => {
+                        if a.subxid == a.xid {
+                            if let Some(spill) = self.streams.remove(&a.xid) {
+                                drop(spill.file);
+                                let _ = std::fs::remove_file(&spill.path);
+                            }
+                        } else if let Some(spill) = self.streams.get_mut(&a.xid) {
+                            spill.aborted.insert(a.subxid);
+                        }
+                        Ok(())
+                    }
+                    other => self.message(other, start_lsn),
+                }
             }
             ReplicationEvent::Keepalive {
                 wal_end,
@@ -771,7 +1102,8 @@ impl PostgresSource {
             }
             other => {
                 return Err(ConnectorError::definite(format!(
-                    "postgres source: unexpected message on a protocol 1 stream: {other:?}"
+                    "postgres source: unexpected pgoutput message (two-phase and parallel \
+                     streaming are not requested): {other:?}"
                 )));
             }
         }
@@ -803,8 +1135,19 @@ impl Source for PostgresSource {
         self.queue.clear();
         self.relations.clear();
         self.reply_pending = false;
+        self.drop_streams();
         let tables = self.resolve_tables().await?;
         self.ensure_publication(&tables).await?;
+        if resume_lsn.is_some() && !self.slot_exists().await? {
+            return Err(ConnectorError::definite(format!(
+                "postgres source: replication slot {:?} does not exist any more (dropped, or \
+                 invalidated and removed), so the changes committed since the last \
+                 acknowledged position are lost to it; to start over with a fresh snapshot, \
+                 stop weir, remove the pipeline's staging log directory and the sinks' targets \
+                 (or point them elsewhere), and run again",
+                self.cfg.slot
+            )));
+        }
         let slot_confirmed = self.ensure_slot(&url).await?;
         let start = resume_lsn.unwrap_or(0);
         let config = Self::repl_config(&url);
@@ -812,12 +1155,21 @@ impl Source for PostgresSource {
             .await
             .map_err(|e| self.repl_error("connecting for replication", e))?;
         let publications = quote_ident(&self.cfg.publication);
+        self.proto = proto_for_server(client.server_param("server_version").unwrap_or(""));
+        self.decoder = Decoder::new(self.proto)
+            .map_err(|e| ConnectorError::definite_from("postgres source: pgoutput protocol", e))?;
+        let proto = self.proto.to_string();
+        let mut options = vec![
+            ("proto_version", proto.as_str()),
+            ("publication_names", publications.as_str()),
+        ];
+        if self.proto >= 2 {
+            // Large transactions arrive while still in progress (spilled here, not on the
+            // server) instead of after PostgreSQL decoded them whole.
+            options.push(("streaming", "on"));
+        }
         let stream = client
-            .start_logical_replication(
-                &self.cfg.slot,
-                start,
-                &[("proto_version", "1"), ("publication_names", &publications)],
-            )
+            .start_logical_replication(&self.cfg.slot, start, &options)
             .await
             .map_err(|e| self.repl_error("START_REPLICATION", e))?;
         self.stream = Some(stream);
@@ -852,10 +1204,30 @@ impl Source for PostgresSource {
             if let Some(item) = self.queue.pop_front() {
                 return Ok(item);
             }
+            if self.replay.is_some() {
+                // A long replay reads no network: keep the server from timing us out.
+                if self.last_status.elapsed() > std::time::Duration::from_secs(10) {
+                    self.reply_pending = true;
+                    self.last_status = std::time::Instant::now();
+                }
+                self.replay_step()?;
+                continue;
+            }
             let event = self.stream_mut()?.next().await;
             let event = event.map_err(|e| self.repl_error("reading the replication stream", e))?;
             self.handle(event)?;
         }
+    }
+
+    async fn keepalive(&mut self) -> Result<()> {
+        if self.last_status.elapsed() < std::time::Duration::from_secs(10) {
+            return Ok(());
+        }
+        self.last_status = std::time::Instant::now();
+        let confirmed = self.confirmed;
+        let stream = self.stream_mut()?;
+        let sent = stream.send_status(confirmed, false).await;
+        sent.map_err(|e| self.repl_error("sending a status update while paused", e))
     }
 
     async fn ack(&mut self, position: &SourcePosition) -> Result<()> {
@@ -868,6 +1240,12 @@ impl Source for PostgresSource {
         sent.map_err(|e| self.repl_error("acknowledging", e))?;
         self.confirmed = lsn;
         Ok(())
+    }
+}
+
+impl Drop for PostgresSource {
+    fn drop(&mut self) {
+        self.drop_streams();
     }
 }
 

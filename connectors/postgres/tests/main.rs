@@ -6,6 +6,10 @@
 //! postgres). Every test uses its own table, publication and slot names (pid + time) and
 //! drops them afterwards, also when the test body panics.
 
+mod sink;
+mod snapshot;
+mod streaming;
+
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,549 @@
+//! Type mapping (source column → target column type) and the exact PostgreSQL text form of
+//! every [`Value`].
+//!
+//! Every value travels to the server in PostgreSQL's *text* form (as an element of a `text[]`
+//! parameter, or a field of a text-format COPY) and is parsed there by the **target column's
+//! own input function** (`text::<type>` casts are I/O conversions). So nothing is rounded on
+//! the client: a 65-digit decimal, `NaN`, `±infinity`, microseconds, JSON with big numbers all
+//! reach the column exactly as the source had them, and a value the column cannot hold is
+//! rejected by the server (never silently changed).
+
+use weir_api::{Column, ColumnType, Date, Time, Timestamp, Value};
+
+/// One value as the sink sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cell {
+    /// PostgreSQL unchanged TOAST: leave the target column as it is.
+    Unchanged,
+    /// SQL NULL.
+    Null,
+    /// The PostgreSQL text form.
+    Text(String),
+}
+
+impl weir_api::keyed::MaybeUnchanged for Cell {
+    fn is_unchanged(&self) -> bool {
+        *self == Cell::Unchanged
+    }
+}
+
+impl Cell {
+    /// The text, `None` for NULL (and for `Unchanged`, which callers exclude first).
+    pub(crate) fn as_param(&self) -> Option<&str> {
+        match self {
+            Cell::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Approximate heap size, for the sink's memory bound.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Cell::Text(s) => s.len() + 24,
+            _ => 24,
+        }
+    }
+}
+
+/// What converting one value found.
+#[derive(Debug, Default)]
+pub(crate) struct Conversion {
+    /// Values that PostgreSQL cannot hold (MySQL zero dates) and became NULL.
+    pub zero_dates: u64,
+}
+
+/// The text form of `v`; MySQL zero dates become [`Cell::Null`] (counted in `conv`).
+pub(crate) fn cell(v: &Value, conv: &mut Conversion) -> Result<Cell, String> {
+    Ok(match v {
+        Value::Unchanged => Cell::Unchanged,
+        Value::Null => Cell::Null,
+        other => match text(other, conv)? {
+            Some(s) => Cell::Text(s),
+            None => Cell::Null,
+        },
+    })
+}
+
+/// The text of a non-null value; `None` for a zero date.
+fn text(v: &Value, conv: &mut Conversion) -> Result<Option<String>, String> {
+    Ok(Some(match v {
+        Value::Null => return Ok(None),
+        Value::Unchanged => {
+            return Err("an unchanged (TOAST) value inside an array or key".into());
+        }
+        Value::Bool(b) => if *b { "t" } else { "f" }.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float32(f) => float_text(f64::from(*f), format!("{f:?}")),
+        Value::Float64(f) => float_text(*f, format!("{f:?}")),
+        Value::Decimal(s) | Value::Text(s) | Value::Bits(s) | Value::Json(s) | Value::Other(s) => {
+            if s.contains('\0') {
+                return Err(
+                    "the text contains a NUL character, which PostgreSQL text cannot hold".into(),
+                );
+            }
+            s.clone()
+        }
+        Value::Bytes(b) => {
+            let mut s = String::with_capacity(2 + 2 * b.len());
+            s.push_str("\\x");
+            for byte in b {
+                s.push(hex_digit(byte >> 4));
+                s.push(hex_digit(byte & 0xf));
+            }
+            s
+        }
+        Value::Date(d) => match date_text(*d) {
+            Some(s) => s,
+            None => {
+                conv.zero_dates += 1;
+                return Ok(None);
+            }
+        },
+        Value::Time(t) => time_text(*t),
+        Value::Timestamp(ts) => match timestamp_text(*ts, false) {
+            Some(s) => s,
+            None => {
+                conv.zero_dates += 1;
+                return Ok(None);
+            }
+        },
+        Value::TimestampTz(ts) => match timestamp_text(*ts, true) {
+            Some(s) => s,
+            None => {
+                conv.zero_dates += 1;
+                return Ok(None);
+            }
+        },
+        Value::Uuid(b) => {
+            let mut s = String::with_capacity(36);
+            for (i, byte) in b.iter().enumerate() {
+                if matches!(i, 4 | 6 | 8 | 10) {
+                    s.push('-');
+                }
+                s.push(hex_digit(byte >> 4));
+                s.push(hex_digit(byte & 0xf));
+            }
+            s
+        }
+        Value::Array(items) => {
+            let mut s = String::new();
+            array_text(items, conv, &mut s)?;
+            s
+        }
+    }))
+}
+
+fn hex_digit(n: u8) -> char {
+    char::from_digit(u32::from(n & 0xf), 16).unwrap_or('0')
+}
+
+/// Rust's `Debug` form is the shortest that round-trips (`0.1`, `1e300`); PostgreSQL's
+/// `float4in`/`float8in` parse it to the same value.
+fn float_text(f: f64, debug: String) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "Infinity".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Infinity".into()
+    } else {
+        debug
+    }
+}
+
+/// An array literal: `{"a","b",NULL}`, nested for more dimensions. Every element is
+/// double-quoted with `\` and `"` escaped, so any text survives.
+fn array_text(items: &[Value], conv: &mut Conversion, out: &mut String) -> Result<(), String> {
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            Value::Array(inner) => array_text(inner, conv, out)?,
+            v => match text(v, conv)? {
+                None => out.push_str("NULL"),
+                Some(s) => {
+                    out.push('"');
+                    for c in s.chars() {
+                        if c == '"' || c == '\\' {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                    out.push('"');
+                }
+            },
+        }
+    }
+    out.push('}');
+    Ok(())
+}
+
+/// `YYYY-MM-DD` (with ` BC` for years ≤ 0), `infinity`, `-infinity`; `None` for a zero date.
+fn date_parts(d: Date) -> Option<(String, bool)> {
+    if d == Date::INFINITY {
+        return Some(("infinity".into(), false));
+    }
+    if d == Date::NEG_INFINITY {
+        return Some(("-infinity".into(), false));
+    }
+    if d.month == 0 || d.day == 0 {
+        return None;
+    }
+    let bc = d.year <= 0;
+    let year = if bc {
+        1 - i64::from(d.year)
+    } else {
+        i64::from(d.year)
+    };
+    Some((format!("{year:04}-{:02}-{:02}", d.month, d.day), bc))
+}
+
+fn date_text(d: Date) -> Option<String> {
+    let (s, bc) = date_parts(d)?;
+    Some(if bc { format!("{s} BC") } else { s })
+}
+
+/// `HH:MM:SS.ffffff`; a MySQL duration outside 0..=24h keeps its sign and hours (PostgreSQL
+/// `time` rejects it, and the error names the column).
+fn time_text(t: Time) -> String {
+    t.to_string()
+}
+
+fn timestamp_text(ts: Timestamp, tz: bool) -> Option<String> {
+    if ts.date.is_infinite() {
+        return date_text(ts.date);
+    }
+    let (date, bc) = date_parts(ts.date)?;
+    let time = Time {
+        micros: ts.micros as i64,
+    };
+    let zone = if tz { "+00" } else { "" };
+    let era = if bc { " BC" } else { "" };
+    Some(format!("{date} {time}{zone}{era}"))
+}
+
+/// Escapes a text value for a text-format COPY field.
+pub(crate) fn copy_escape(s: &str, out: &mut Vec<u8>) {
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// The target column type for a source column (see the module docs of `sink` for the table).
+///
+/// `pg_source`: the source is PostgreSQL, whose `source_type` is `format_type`'s spelling of
+/// a built-in type and is used as it is (`numeric(10,2)`, `timestamp(3) with time zone`,
+/// `character varying(20)[]`, `interval`, `inet`, ...). Types the source could not name
+/// (`oid <n>`: enums, domains, extension types) become `text`.
+pub(crate) fn target_type(col: &Column, pg_source: bool) -> String {
+    if pg_source {
+        let st = col.source_type.as_str();
+        let safe = !st.is_empty()
+            && !st.starts_with("oid ")
+            && st.chars().all(|c| {
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, ' ' | '(' | ')' | ',' | '"' | '[' | ']' | '_')
+            });
+        if safe {
+            return st.to_string();
+        }
+        if matches!(col.ty, ColumnType::Other) {
+            return "text".into();
+        }
+    }
+    generic_type(&col.ty, &col.source_type.to_ascii_lowercase())
+}
+
+/// Precision in parentheses after the type name in a MySQL-style source type
+/// (`datetime(6)` → `Some(6)`).
+fn paren_precision(source_type: &str) -> Option<u32> {
+    let open = source_type.find('(')?;
+    let close = source_type[open..].find(')')? + open;
+    source_type[open + 1..close].trim().parse().ok()
+}
+
+fn generic_type(ty: &ColumnType, source_type: &str) -> String {
+    let frac = |base: &str, suffix: &str| match paren_precision(source_type) {
+        Some(p) if p <= 6 => format!("{base}({p}){suffix}"),
+        _ => format!("{base}{suffix}"),
+    };
+    match ty {
+        ColumnType::Bool => "boolean".into(),
+        ColumnType::Int { bits, unsigned } => match (bits, unsigned) {
+            (0..=16, false) | (0..=8, true) => "smallint",
+            (17..=32, false) | (9..=24, true) => "integer",
+            (33..=64, false) | (25..=32, true) => "bigint",
+            _ => "numeric(20,0)",
+        }
+        .into(),
+        ColumnType::Float32 => "real".into(),
+        ColumnType::Float64 => "double precision".into(),
+        ColumnType::Decimal {
+            precision: Some(p),
+            scale,
+        } if (1..=1000).contains(p) => format!("numeric({p},{})", scale.unwrap_or(0).min(*p)),
+        ColumnType::Decimal { .. } => "numeric".into(),
+        ColumnType::Text { max_len: Some(n) } if (1..=10_485_760).contains(n) => {
+            format!("character varying({n})")
+        }
+        ColumnType::Text { .. } => "text".into(),
+        ColumnType::Bytes => "bytea".into(),
+        ColumnType::Bits { len: Some(n) } if (1..=83_886_080).contains(n) => {
+            format!("bit varying({n})")
+        }
+        ColumnType::Bits { .. } => "bit varying".into(),
+        ColumnType::Date => "date".into(),
+        ColumnType::Time => frac("time", " without time zone"),
+        ColumnType::Timestamp => frac("timestamp", " without time zone"),
+        ColumnType::TimestampTz => frac("timestamp", " with time zone"),
+        ColumnType::Json => "jsonb".into(),
+        ColumnType::Uuid => "uuid".into(),
+        ColumnType::Array(inner) => {
+            let elem = generic_type(inner, "");
+            if elem.ends_with("[]") {
+                elem
+            } else {
+                format!("{elem}[]")
+            }
+        }
+        ColumnType::Other => "text".into(),
+    }
+}
+
+/// A type as `format_type` spells it, split into what widening needs.
+#[derive(Debug, PartialEq)]
+enum Width {
+    /// smallint (1), integer (2), bigint (3).
+    Int(u8),
+    /// numeric(p,s); `None` unconstrained.
+    Numeric(Option<(u32, u32)>),
+    /// real (1), double precision (2).
+    Float(u8),
+    /// character varying(n) / text (`None`).
+    VarChar(Option<u32>),
+    /// bit varying(n); `None` unlimited.
+    VarBit(Option<u32>),
+    /// time / timestamp / timestamptz kind (0, 1, 2) and fractional digits.
+    Time(u8, u32),
+}
+
+fn width(ty: &str) -> Option<Width> {
+    let args = |prefix: &str| -> Option<Vec<u32>> {
+        let rest = ty.strip_prefix(prefix)?.strip_prefix('(')?;
+        let inner = rest.split(')').next()?;
+        inner.split(',').map(|p| p.trim().parse().ok()).collect()
+    };
+    Some(match ty {
+        "smallint" => Width::Int(1),
+        "integer" => Width::Int(2),
+        "bigint" => Width::Int(3),
+        "numeric" => Width::Numeric(None),
+        "real" => Width::Float(1),
+        "double precision" => Width::Float(2),
+        "text" | "character varying" => Width::VarChar(None),
+        "bit varying" => Width::VarBit(None),
+        _ if ty.starts_with("numeric(") => match args("numeric")?.as_slice() {
+            [p, s] => Width::Numeric(Some((*p, *s))),
+            [p] => Width::Numeric(Some((*p, 0))),
+            _ => return None,
+        },
+        _ if ty.starts_with("character varying(") => {
+            Width::VarChar(Some(*args("character varying")?.first()?))
+        }
+        _ if ty.starts_with("bit varying(") => Width::VarBit(Some(*args("bit varying")?.first()?)),
+        _ => {
+            for (kind, base, suffix) in [
+                (0u8, "time", " without time zone"),
+                (1, "timestamp", " without time zone"),
+                (2, "timestamp", " with time zone"),
+            ] {
+                if let Some(head) = ty.strip_suffix(suffix) {
+                    if head == base {
+                        return Some(Width::Time(kind, 6));
+                    }
+                    if head.strip_prefix(base).is_some_and(|r| r.starts_with('(')) {
+                        let p = args(base)?;
+                        return Some(Width::Time(kind, *p.first()?));
+                    }
+                }
+            }
+            return None;
+        }
+    })
+}
+
+/// Whether changing a column from `old` to `new` (both as `format_type` spells them) loses
+/// nothing, so the sink may apply it (`ALTER COLUMN ... TYPE`).
+pub(crate) fn is_widening(old: &str, new: &str) -> bool {
+    let (Some(o), Some(n)) = (width(old), width(new)) else {
+        return false;
+    };
+    let int_digits = |rank: u8| match rank {
+        1 => 5,
+        2 => 10,
+        _ => 19,
+    };
+    match (o, n) {
+        (Width::Int(a), Width::Int(b)) => b > a,
+        (Width::Int(_), Width::Numeric(None)) => true,
+        (Width::Int(a), Width::Numeric(Some((p, s)))) => p.saturating_sub(s) >= int_digits(a),
+        (Width::Numeric(Some(_)), Width::Numeric(None)) => true,
+        (Width::Numeric(Some((p1, s1))), Width::Numeric(Some((p2, s2)))) => {
+            s2 >= s1 && p2.saturating_sub(s2) >= p1.saturating_sub(s1) && (p2, s2) != (p1, s1)
+        }
+        (Width::Float(a), Width::Float(b)) => b > a,
+        (Width::VarChar(Some(_)), Width::VarChar(None)) => true,
+        (Width::VarChar(Some(a)), Width::VarChar(Some(b))) => b > a,
+        (Width::VarBit(Some(_)), Width::VarBit(None)) => true,
+        (Width::VarBit(Some(a)), Width::VarBit(Some(b))) => b > a,
+        (Width::Time(k1, p1), Width::Time(k2, p2)) => k1 == k2 && p2 > p1,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::{Date, Time, Timestamp};
+
+    fn t(v: Value) -> Option<String> {
+        match cell(&v, &mut Conversion::default()).expect("converts") {
+            Cell::Text(s) => Some(s),
+            Cell::Null => None,
+            Cell::Unchanged => Some("<unchanged>".into()),
+        }
+    }
+
+    #[test]
+    fn text_forms_are_exact() {
+        assert_eq!(t(Value::Float64(0.1)).as_deref(), Some("0.1"));
+        assert_eq!(t(Value::Float64(1e300)).as_deref(), Some("1e300"));
+        assert_eq!(t(Value::Float64(f64::NAN)).as_deref(), Some("NaN"));
+        assert_eq!(
+            t(Value::Float32(f32::NEG_INFINITY)).as_deref(),
+            Some("-Infinity")
+        );
+        assert_eq!(t(Value::Bytes(vec![0, 0xff])).as_deref(), Some("\\x00ff"));
+        assert_eq!(
+            t(Value::Date(Date::new(-43, 3, 15))).as_deref(),
+            Some("0044-03-15 BC")
+        );
+        assert_eq!(t(Value::Date(Date::new(2024, 0, 0))), None);
+        assert_eq!(
+            t(Value::TimestampTz(Timestamp {
+                date: Date::new(2024, 2, 29),
+                micros: Time::hms(13, 45, 1, 250_000).micros as u64
+            }))
+            .as_deref(),
+            Some("2024-02-29 13:45:01.250000+00")
+        );
+        assert_eq!(
+            t(Value::Timestamp(Timestamp::NEG_INFINITY)).as_deref(),
+            Some("-infinity")
+        );
+        assert_eq!(
+            t(Value::Array(vec![
+                Value::Array(vec![Value::Text("a\"b\\".into()), Value::Null]),
+                Value::Array(vec![Value::Text("{,}".into()), Value::Int(1)]),
+            ]))
+            .as_deref(),
+            Some(r#"{{"a\"b\\",NULL},{"{,}","1"}}"#)
+        );
+        assert!(cell(&Value::Text("a\0b".into()), &mut Conversion::default()).is_err());
+    }
+
+    #[test]
+    fn widening_rules() {
+        assert!(is_widening("integer", "bigint"));
+        assert!(!is_widening("bigint", "integer"));
+        assert!(is_widening("integer", "numeric(20,0)"));
+        assert!(!is_widening("bigint", "numeric(10,0)"));
+        assert!(is_widening("numeric(10,2)", "numeric(12,4)"));
+        assert!(!is_widening("numeric(10,2)", "numeric(10,4)"));
+        assert!(is_widening(
+            "character varying(10)",
+            "character varying(20)"
+        ));
+        assert!(is_widening("character varying(10)", "text"));
+        assert!(!is_widening("text", "character varying(10)"));
+        assert!(is_widening(
+            "timestamp(3) without time zone",
+            "timestamp without time zone"
+        ));
+        assert!(!is_widening(
+            "timestamp without time zone",
+            "timestamp with time zone"
+        ));
+        assert!(is_widening("real", "double precision"));
+        assert!(!is_widening("text", "bytea"));
+    }
+
+    #[test]
+    fn generic_mapping_keeps_values() {
+        let col = |ty: ColumnType, st: &str| Column {
+            name: "c".into(),
+            ty,
+            source_type: st.into(),
+            nullable: true,
+        };
+        let g = |c: &Column| target_type(c, false);
+        assert_eq!(
+            g(&col(
+                ColumnType::Int {
+                    bits: 64,
+                    unsigned: true
+                },
+                "bigint unsigned"
+            )),
+            "numeric(20,0)"
+        );
+        assert_eq!(
+            g(&col(
+                ColumnType::Int {
+                    bits: 8,
+                    unsigned: false
+                },
+                "tinyint(1)"
+            )),
+            "smallint"
+        );
+        assert_eq!(
+            g(&col(ColumnType::Timestamp, "datetime(6)")),
+            "timestamp(6) without time zone"
+        );
+        assert_eq!(
+            g(&col(ColumnType::TimestampTz, "timestamp")),
+            "timestamp with time zone"
+        );
+        assert_eq!(
+            g(&col(
+                ColumnType::Decimal {
+                    precision: Some(65),
+                    scale: Some(30)
+                },
+                "decimal(65,30)"
+            )),
+            "numeric(65,30)"
+        );
+        let pg = col(ColumnType::Other, "oid 16390");
+        assert_eq!(target_type(&pg, true), "text");
+        let pg = col(
+            ColumnType::Decimal {
+                precision: Some(10),
+                scale: Some(2),
+            },
+            "numeric(10,2)",
+        );
+        assert_eq!(target_type(&pg, true), "numeric(10,2)");
+    }
+}
