@@ -11,7 +11,10 @@
 //! hot path of every sink.
 
 use crate::value::fmt_uuid;
-use crate::{ChangeEvent, ConnectorError, Row, SourceInfo, SourcePosition, TableSchema, Value};
+use crate::{
+    ChangeEvent, ConnectorError, Date, Row, SourceInfo, SourcePosition, TableSchema, Timestamp,
+    Value,
+};
 use base64::Engine as _;
 use std::io::Write as _;
 
@@ -42,13 +45,16 @@ pub fn render_envelope(
     json_str(out, &event.table.name);
     match event.position.stream_position() {
         SourcePosition::Postgres(p) => {
-            out.extend_from_slice(b",\"lsn\":");
-            json_str(out, &p.lsn.to_string());
+            // Hex digits and a slash: nothing to escape.
+            out.extend_from_slice(b",\"lsn\":\"");
+            let _ = write!(out, "{}", p.lsn);
+            out.push(b'"');
         }
         SourcePosition::Mysql(p) => {
             out.extend_from_slice(b",\"file\":");
             json_str(out, &p.file);
-            let _ = write!(out, ",\"pos\":{}", p.pos);
+            out.extend_from_slice(b",\"pos\":");
+            push_uint(out, p.pos);
             out.extend_from_slice(b",\"gtid\":");
             match &p.gtid {
                 Some(g) => json_str(out, &g.to_string()),
@@ -56,29 +62,36 @@ pub fn render_envelope(
             }
             match p.server_id {
                 Some(id) => {
-                    let _ = write!(out, ",\"server_id\":{id}");
+                    out.extend_from_slice(b",\"server_id\":");
+                    push_uint(out, u64::from(id));
                 }
                 None => out.extend_from_slice(b",\"server_id\":null"),
             }
         }
         SourcePosition::Datagen(p) => {
-            let _ = write!(out, ",\"event\":{}", p.events);
+            out.extend_from_slice(b",\"event\":");
+            push_uint(out, p.events);
         }
         // stream_position() never returns a snapshot position.
         SourcePosition::Snapshot(_) => {}
     }
     match event.txid {
         Some(x) => {
-            let _ = write!(out, ",\"txid\":\"{x}\"");
+            out.extend_from_slice(b",\"txid\":\"");
+            push_uint(out, x);
+            out.push(b'"');
         }
         None => out.extend_from_slice(b",\"txid\":null"),
     }
-    let snapshot = matches!(event.op, crate::Op::Read);
-    let _ = write!(
-        out,
-        ",\"ts_ms\":{},\"snapshot\":{snapshot}}},\"ts_ms\":{ts_ms}}}",
-        event.ts_ms
-    );
+    out.extend_from_slice(b",\"ts_ms\":");
+    push_int(out, event.ts_ms);
+    out.extend_from_slice(if matches!(event.op, crate::Op::Read) {
+        b",\"snapshot\":true},\"ts_ms\":"
+    } else {
+        b",\"snapshot\":false},\"ts_ms\":"
+    });
+    push_int(out, ts_ms);
+    out.push(b'}');
     Ok(())
 }
 
@@ -158,12 +171,8 @@ fn render_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null | Value::Unchanged => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::UInt(u) => {
-            let _ = write!(out, "{u}");
-        }
+        Value::Int(i) => push_int(out, *i),
+        Value::UInt(u) => push_uint(out, *u),
         Value::Float32(f) => float(out, f64::from(*f), |o| serde_json::to_writer(o, f)),
         Value::Float64(f) => float(out, *f, |o| serde_json::to_writer(o, f)),
         Value::Decimal(s) | Value::Text(s) | Value::Bits(s) | Value::Other(s) => json_str(out, s),
@@ -178,15 +187,29 @@ fn render_value(out: &mut Vec<u8>, v: &Value) {
             out.truncate(start + n);
             out.push(b'"');
         }
-        Value::Date(d) => json_str(out, &d.to_string()),
-        Value::Time(t) => json_str(out, &t.to_string()),
-        Value::Timestamp(t) => json_str(out, &t.to_string()),
+        // Digits, signs and separators (or `infinity`): nothing to escape.
+        Value::Date(d) => {
+            out.push(b'"');
+            push_date(out, d);
+            out.push(b'"');
+        }
+        Value::Time(t) => {
+            out.push(b'"');
+            push_time(out, t.micros);
+            out.push(b'"');
+        }
+        Value::Timestamp(t) => {
+            out.push(b'"');
+            push_timestamp(out, t);
+            out.push(b'"');
+        }
         Value::TimestampTz(t) => {
-            if t.date.is_infinite() {
-                json_str(out, &t.to_string());
-            } else {
-                json_str(out, &format!("{t}Z"));
+            out.push(b'"');
+            push_timestamp(out, t);
+            if !t.date.is_infinite() {
+                out.push(b'Z');
             }
+            out.push(b'"');
         }
         Value::Json(text) => match serde_json::from_str::<&serde_json::value::RawValue>(text) {
             Ok(raw) => out.extend_from_slice(raw.get().as_bytes()),
@@ -222,8 +245,76 @@ fn float(out: &mut Vec<u8>, f: f64, finite: impl FnOnce(&mut Vec<u8>) -> serde_j
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Most strings need no escaping (serde_json escapes only `"`, `\\` and control
+    // characters): copied as they are.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn push_int(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn push_uint(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// `v` in decimal, zero-padded to at least `width` digits (like `{:0width$}`).
+fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(v);
+    for _ in digits.len()..width {
+        out.push(b'0');
+    }
+    out.extend_from_slice(digits.as_bytes());
+}
+
+/// What `Date`'s `Display` writes, without the formatting machinery (hot path).
+fn push_date(out: &mut Vec<u8>, d: &Date) {
+    if d.is_infinite() {
+        let _ = write!(out, "{d}");
+        return;
+    }
+    if d.year < 0 {
+        out.push(b'-');
+    }
+    push_padded(out, i64::from(d.year).unsigned_abs(), 4);
+    out.push(b'-');
+    push_padded(out, u64::from(d.month), 2);
+    out.push(b'-');
+    push_padded(out, u64::from(d.day), 2);
+}
+
+/// What `Time`'s `Display` writes: `[-]HH:MM:SS.ffffff` (hours may exceed 24).
+fn push_time(out: &mut Vec<u8>, micros: i64) {
+    if micros < 0 {
+        out.push(b'-');
+    }
+    let t = micros.unsigned_abs();
+    let s = t / 1_000_000;
+    push_padded(out, s / 3600, 2);
+    out.push(b':');
+    push_padded(out, s / 60 % 60, 2);
+    out.push(b':');
+    push_padded(out, s % 60, 2);
+    out.push(b'.');
+    push_padded(out, t % 1_000_000, 6);
+}
+
+/// What `Timestamp`'s `Display` writes.
+fn push_timestamp(out: &mut Vec<u8>, t: &Timestamp) {
+    push_date(out, &t.date);
+    if !t.date.is_infinite() {
+        out.push(b'T');
+        push_time(out, t.micros as i64);
+    }
 }
 
 #[cfg(test)]
@@ -360,5 +451,92 @@ mod tests {
         values[0] = Value::Int(7);
         let key = render_key(&schema(), &event(values)).unwrap().unwrap();
         assert_eq!(key, br#"{"id":7}"#);
+    }
+
+    #[test]
+    fn fast_date_and_time_writers_equal_display() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut dates = vec![
+            Date::INFINITY,
+            Date::NEG_INFINITY,
+            Date {
+                year: 0,
+                month: 0,
+                day: 0,
+            },
+            Date {
+                year: -4713,
+                month: 11,
+                day: 24,
+            },
+            Date {
+                year: 294276,
+                month: 12,
+                day: 31,
+            },
+            Date {
+                year: 9999,
+                month: 1,
+                day: 1,
+            },
+        ];
+        let mut micros = vec![
+            0i64,
+            -1,
+            86_399_999_999,
+            -3_020_399_000_000,
+            3_020_399_000_000,
+        ];
+        for _ in 0..2000 {
+            let r = next();
+            dates.push(Date {
+                year: (r % 20_000) as i32 - 5_000,
+                month: (r >> 20) as u8 % 13,
+                day: (r >> 28) as u8 % 32,
+            });
+            micros.push((next() % 7_000_000_000_000) as i64 - 3_500_000_000_000);
+        }
+        for d in &dates {
+            let mut out = Vec::new();
+            push_date(&mut out, d);
+            assert_eq!(String::from_utf8(out).unwrap(), d.to_string());
+            for &m in micros.iter().take(50) {
+                let t = Timestamp {
+                    date: *d,
+                    micros: m.unsigned_abs() % 86_400_000_000,
+                };
+                let mut out = Vec::new();
+                push_timestamp(&mut out, &t);
+                assert_eq!(String::from_utf8(out).unwrap(), t.to_string());
+            }
+        }
+        for &m in &micros {
+            let mut out = Vec::new();
+            push_time(&mut out, m);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                Time { micros: m }.to_string()
+            );
+        }
+        for s in [
+            "",
+            "plain",
+            "quote\"",
+            "back\\slash",
+            "tab\t",
+            "\u{1}",
+            "\u{7f}",
+            "😀 é",
+        ] {
+            let mut out = Vec::new();
+            json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
     }
 }

@@ -669,7 +669,7 @@ impl ChunkReader for PgChunkReader {
         };
         let mut events = Vec::new();
         while events.len() < max_rows.max(1) {
-            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
                 let line = self.buf.split_to(nl + 1);
                 let row = self.row(&open.meta, &line[..nl])?;
                 events.push(ChangeEvent {
@@ -716,9 +716,9 @@ impl ChunkReader for PgChunkReader {
 }
 
 /// Undoes COPY text-format escaping of one field.
-fn unescape_copy_text(field: &[u8]) -> Vec<u8> {
+fn unescape_copy_text(field: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if !field.contains(&b'\\') {
-        return field.to_vec();
+        return std::borrow::Cow::Borrowed(field);
     }
     let mut out = Vec::with_capacity(field.len());
     let mut b = Bytes::copy_from_slice(field);
@@ -771,7 +771,7 @@ fn unescape_copy_text(field: &[u8]) -> Vec<u8> {
             other => out.push(other),
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -780,14 +780,14 @@ mod tests {
 
     #[test]
     fn copy_text_unescapes() {
-        assert_eq!(unescape_copy_text(b"plain"), b"plain");
+        assert_eq!(&*unescape_copy_text(b"plain"), b"plain");
         assert_eq!(
-            unescape_copy_text(b"a\\tb\\nc\\\\d\\r\\b\\f\\v"),
+            &*unescape_copy_text(b"a\\tb\\nc\\\\d\\r\\b\\f\\v"),
             b"a\tb\nc\\d\r\x08\x0c\x0b"
         );
-        assert_eq!(unescape_copy_text(b"\\101\\x41\\x4"), b"AA\x04");
-        assert_eq!(unescape_copy_text(b"end\\"), b"end\\");
-        assert_eq!(unescape_copy_text(b"\\q\\x"), b"qx");
+        assert_eq!(&*unescape_copy_text(b"\\101\\x41\\x4"), b"AA\x04");
+        assert_eq!(&*unescape_copy_text(b"end\\"), b"end\\");
+        assert_eq!(&*unescape_copy_text(b"\\q\\x"), b"qx");
     }
 
     #[test]
