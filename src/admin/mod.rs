@@ -10,7 +10,7 @@
 //!
 //! **Stages** (`weir.stages`, `weir_stage_seconds`, `/status` `stages`): where the pipeline's
 //! time goes. `source` (awaiting `Source::next()`: read + decode, and waiting for the source
-//! to have something), `snapshot read` (chunk readers), `log append` (encoding plus the
+//! to have something, except waits that end with a heartbeat), `snapshot read` (chunk readers), `log append` (encoding plus the
 //! writer thread's RocksDB write and fsync, per group write), `sink NAME` (`apply`). Each is
 //! timed once per call with atomics. `share` is the stage's seconds over the sum of every
 //! stage's seconds (stages run concurrently, so the sum is busy time, not wall time); p50 and

@@ -134,7 +134,8 @@ pub struct Stats {
     /// Per sink, registered before the run starts.
     pub sinks: BTreeMap<String, Arc<SinkStats>>,
     /// Stage `source`: time the source task awaits `Source::next()` (reading and decoding,
-    /// and waiting for the source to have something), per item; events are the changes.
+    /// and waiting for the source to have something), per item; events are the changes. A
+    /// wait that ends with a heartbeat (the source had nothing) is idle and not counted.
     pub source_stage: Arc<StageStats>,
     /// Stage `snapshot read`: time the snapshot workers spend in `ChunkReader::open` and
     /// `next_batch`, per batch; events are the rows.
@@ -761,15 +762,14 @@ async fn source_session(
             _ = writer.closed() => return Err(LogError::WriterGone.into()),
             item = source.next() => item?,
         };
-        let events = match &item {
-            SourceItem::Changes(c) => c.len(),
-            SourceItem::Transaction(t) => t.changes.len(),
-            _ => 0,
-        };
-        stats.source_stage.record(
-            std::mem::take(&mut awaiting) + waited.elapsed(),
-            events as u64,
-        );
+        // A heartbeat says the source had nothing to stage: that wait was idle, not work.
+        let waited = std::mem::take(&mut awaiting) + waited.elapsed();
+        match &item {
+            SourceItem::Heartbeat(_) => {}
+            SourceItem::Changes(c) => stats.source_stage.record(waited, c.len() as u64),
+            SourceItem::Transaction(t) => stats.source_stage.record(waited, t.changes.len() as u64),
+            SourceItem::Schema(_) | SourceItem::Commit(_) => stats.source_stage.record(waited, 0),
+        }
         let commit = match item {
             SourceItem::Schema(s) => {
                 writer.send(WriteOp::Schema(s)).await?;
