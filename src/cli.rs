@@ -450,6 +450,7 @@ fn print_status(cfg: &PipelineConfig, report: &serde_json::Value, head_seq: u64)
             human_bytes(s["lag_bytes"].as_u64().unwrap_or(0)),
         );
     }
+    let ms = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
     for st in report["stages"].as_array().cloned().unwrap_or_default() {
         println!(
             "stage      {}  {} events  {} calls  {:.3} s  p50 {} ms  p99 {} ms  share {:.1}%",
@@ -457,8 +458,8 @@ fn print_status(cfg: &PipelineConfig, report: &serde_json::Value, head_seq: u64)
             st["events"],
             st["calls"],
             st["seconds"].as_f64().unwrap_or(0.0),
-            st["p50_ms"],
-            st["p99_ms"],
+            ms(&st["p50_ms"]),
+            ms(&st["p99_ms"]),
             st["share"].as_f64().unwrap_or(0.0) * 100.0
         );
     }
