@@ -176,7 +176,7 @@ async fn stall_watch(cfg: PipelineConfig, log: Arc<StagingLog>, stats: Arc<Stats
                     tracing::info!(
                         sink = %sink.name,
                         stalled_seconds = now.saturating_sub(since) / 1000,
-                        "sink is moving again after a stall"
+                        "sink is no longer stalled (applying, caught up, paused or retrying)"
                     );
                     stalled.remove(&sink.name);
                 }
