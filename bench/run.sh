@@ -3,17 +3,30 @@
 # Usage: bench/run.sh [EVENTS]
 #        bench/run.sh pg [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]   (needs PostgreSQL on 127.0.0.1:5432)
 #        bench/run.sh mysql [EVENTS] [ROUNDS]   (needs MariaDB on 127.0.0.1:3306; makes a python venv)
+#        bench/run.sh stages [EVENTS] [SLEEP_SECONDS]   (needs PostgreSQL on 127.0.0.1:5432)
+# WEIR_BENCH_PROFILE=dev uses the test profile's build instead of a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}
 scripts/deps.sh
-cargo build --release --quiet -p weir -p weir-bench --bins
+if [ "${WEIR_BENCH_PROFILE:-release}" = dev ]; then
+    cargo build --quiet -p weir -p weir-bench --bins
+    BIN="$CARGO_TARGET_DIR/debug"
+else
+    cargo build --release --quiet -p weir -p weir-bench --bins
+    BIN="$CARGO_TARGET_DIR/release"
+fi
+if [ "${1:-}" = stages ]; then
+    shift
+    scripts/services.sh postgres >/dev/null
+    exec "$BIN/weir-bench" stages "$BIN/weir" "${1:-20000}" "${2:-0.0005}"
+fi
 if [ "${1:-}" = pg ]; then
     shift
     # PostgreSQL 15 with wal_level = logical (idempotent; restarts only when settings change).
     scripts/services.sh postgres >/dev/null
-    exec "$CARGO_TARGET_DIR/release/weir-bench" pg "$CARGO_TARGET_DIR/release/weir" \
+    exec "$BIN/weir-bench" pg "$BIN/weir" \
         "${1:-1000000}" "${2:-2000000}" "${3:-3}"
 fi
 if [ "${1:-}" = mysql ]; then
@@ -26,7 +39,7 @@ if [ "${1:-}" = mysql ]; then
         python3 -m venv "$VENV"
         "$VENV/bin/pip" install --quiet mysql-replication
     fi
-    exec "$CARGO_TARGET_DIR/release/weir-bench" mysql "$CARGO_TARGET_DIR/release/weir" \
+    exec "$BIN/weir-bench" mysql "$BIN/weir" \
         "${1:-1000000}" "${2:-3}" "$VENV/bin/python"
 fi
-"$CARGO_TARGET_DIR/release/weir-bench" "$CARGO_TARGET_DIR/release/weir" "${1:-1000000}"
+"$BIN/weir-bench" "$BIN/weir" "${1:-1000000}"

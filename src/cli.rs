@@ -46,7 +46,8 @@ enum Command {
         /// Pipeline file.
         pipeline: PathBuf,
     },
-    /// Positions, per-sink lag, log size.
+    /// Positions, per-sink lag, log size (live states, stalls and stages from a running
+    /// pipeline with `[admin] metrics`).
     Status {
         /// Pipeline file.
         pipeline: PathBuf,
@@ -256,8 +257,12 @@ fn open_existing(cfg: &PipelineConfig) -> Result<Option<Arc<StagingLog>>> {
 
 fn status(path: &Path, json: bool) -> Result<i32> {
     let cfg = config::load(path)?;
-    let log = open_existing(&cfg)?;
-    let report = status_report(&cfg, log.as_ref())?;
+    // A running pipeline with `[admin] metrics` answers with its live figures (sink states,
+    // stalls, problems); otherwise the staging log is read directly.
+    let report = match live_status(&cfg) {
+        Some(report) => report,
+        None => status_report(&cfg, open_existing(&cfg)?.as_ref())?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
@@ -265,6 +270,37 @@ fn status(path: &Path, json: bool) -> Result<i32> {
     let head_seq = report["log"]["head_seq"].as_u64().unwrap_or(0);
     print_status(&cfg, &report, head_seq);
     Ok(0)
+}
+
+/// `/status` of this pipeline's running `weir run`, if `[admin] metrics` is set and it
+/// answers within a few seconds (and is this pipeline).
+fn live_status(cfg: &PipelineConfig) -> Option<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    use std::time::Duration;
+    let mut addr = cfg.admin.metrics?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.take(64 << 20).read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    let report: serde_json::Value = serde_json::from_str(body).ok()?;
+    (report["pipeline"] == cfg.name.as_str()).then_some(report)
 }
 
 /// The report of `weir status --json` (also served on the admin plane's `/status`).
@@ -351,11 +387,19 @@ pub(crate) fn status_report(
 }
 
 fn print_status(cfg: &PipelineConfig, report: &serde_json::Value, head_seq: u64) {
+    let health = match report["healthy"].as_bool() {
+        Some(true) => ", healthy",
+        Some(false) => ", unhealthy",
+        None => "",
+    };
     println!(
-        "pipeline   {} ({})",
+        "pipeline   {} ({}{health})",
         cfg.name,
         report["state"].as_str().unwrap_or("")
     );
+    for p in report["problems"].as_array().cloned().unwrap_or_default() {
+        println!("problem    {}", p.as_str().unwrap_or_default());
+    }
     println!(
         "source     {}  position {}",
         cfg.source.kind(),
@@ -387,8 +431,16 @@ fn print_status(cfg: &PipelineConfig, report: &serde_json::Value, head_seq: u64)
         }
     }
     for s in &report["sinks"].as_array().cloned().unwrap_or_default() {
+        // Live figures (from a running pipeline's /status) when there are any.
+        let mut live = String::new();
+        if let Some(state) = s["state"].as_str() {
+            live.push_str(&format!("  {state}"));
+        }
+        if let Some(secs) = s["stalled_seconds"].as_u64() {
+            live.push_str(&format!(" for {secs} s"));
+        }
         println!(
-            "sink       {} ({})  applied {}  lag {} records, {}",
+            "sink       {} ({}){live}  applied {}  lag {} records, {}",
             s["name"].as_str().unwrap_or(""),
             s["type"].as_str().unwrap_or(""),
             s["applied_seq"]
@@ -396,6 +448,19 @@ fn print_status(cfg: &PipelineConfig, report: &serde_json::Value, head_seq: u64)
                 .map_or("-".to_string(), |v| v.to_string()),
             s["lag_records"],
             human_bytes(s["lag_bytes"].as_u64().unwrap_or(0)),
+        );
+    }
+    let ms = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
+    for st in report["stages"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "stage      {}  {} events  {} calls  {:.3} s  p50 {} ms  p99 {} ms  share {:.1}%",
+            st["stage"].as_str().unwrap_or(""),
+            st["events"],
+            st["calls"],
+            st["seconds"].as_f64().unwrap_or(0.0),
+            ms(&st["p50_ms"]),
+            ms(&st["p99_ms"]),
+            st["share"].as_f64().unwrap_or(0.0) * 100.0
         );
     }
 }

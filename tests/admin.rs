@@ -585,3 +585,460 @@ fn admin_sql_views_pause_resume_and_psql() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains(secret), "admin password in the log: {err}");
 }
+
+/// Connects to admin SQL, retrying while the server starts.
+async fn sql_connect_retry(port: u16, password: &str) -> tokio_postgres::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match sql_connect(port, password).await {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "admin SQL not up: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One row of `weir.stages`.
+#[derive(Debug, Clone)]
+struct StageRow {
+    stage: String,
+    events: i64,
+    calls: i64,
+    seconds: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    share: f64,
+}
+
+async fn stage_rows(c: &tokio_postgres::Client) -> Vec<StageRow> {
+    c.query("SELECT * FROM weir.stages", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| StageRow {
+            stage: r.get("stage"),
+            events: r.get("events"),
+            calls: r.get("calls"),
+            seconds: r.get("seconds"),
+            p50_ms: r.get("p50_ms"),
+            p99_ms: r.get("p99_ms"),
+            share: r.get("share"),
+        })
+        .collect()
+}
+
+fn stage<'a>(rows: &'a [StageRow], name: &str) -> &'a StageRow {
+    rows.iter()
+        .find(|r| r.stage == name)
+        .unwrap_or_else(|| panic!("no stage {name:?} in {rows:#?}"))
+}
+
+/// Checks what holds for any reading of `weir.stages`.
+fn assert_stage_invariants(rows: &[StageRow]) {
+    let total: f64 = rows.iter().map(|r| r.share).sum();
+    assert!(
+        (total - 1.0).abs() < 1e-6,
+        "shares sum to {total}: {rows:#?}"
+    );
+    for r in rows {
+        assert!(r.events >= 0 && r.calls >= 0 && r.seconds >= 0.0, "{r:?}");
+        assert!((0.0..=1.0).contains(&r.share), "{r:?}");
+        match (r.p50_ms, r.p99_ms) {
+            (None, None) => assert_eq!(r.calls, 0, "{r:?}"),
+            (Some(p50), Some(p99)) => {
+                assert!(r.calls > 0, "{r:?}");
+                assert!(p50 > 0.0 && p50 <= p99 && p99 <= 60_000.0, "{r:?}");
+            }
+            _ => panic!("p50 and p99 disagree: {r:?}"),
+        }
+    }
+}
+
+#[test]
+fn stages_show_where_the_time_goes() {
+    let dir = TempDir::new("admin-stages");
+    let (port, http) = (free_port(), free_port());
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"stg\"\ndata_dir = \"data\"\n\n[source]\ntype = \"datagen\"\ntable_count = 2\nevents = 1000000\ntxn_size = 20\nrow_bytes = 40\nrate = 4000\n\n\
+             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{port}\"\npassword = \"${{ADMIN_PW}}\"\nmetrics = \"127.0.0.1:{http}\"\n"
+        ),
+    );
+    let secret = "stages-pw";
+    let run = start(&pipeline, &[("ADMIN_PW", secret)]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = sql_connect_retry(port, secret).await;
+        // The columns, in order (extended protocol: tokio-postgres prepares).
+        let stmt = c.prepare("SELECT * FROM weir.stages").await.unwrap();
+        let cols: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(
+            cols,
+            [
+                "stage", "events", "calls", "seconds", "p50_ms", "p99_ms", "share"
+            ]
+        );
+        // Wait until every stage on the streaming path has done some work.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let first = loop {
+            let rows = stage_rows(&c).await;
+            if ["source", "log append", "sink files"]
+                .iter()
+                .all(|s| stage(&rows, s).events > 0)
+            {
+                break rows;
+            }
+            assert!(Instant::now() < deadline, "stages idle: {rows:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let names: Vec<&str> = first.iter().map(|r| r.stage.as_str()).collect();
+        assert_eq!(
+            names,
+            ["source", "snapshot read", "log append", "sink files"]
+        );
+        assert_stage_invariants(&first);
+        // datagen has no snapshot: that stage exists and is empty.
+        let snap = stage(&first, "snapshot read");
+        assert_eq!((snap.events, snap.calls, snap.seconds), (0, 0, 0.0));
+        assert_eq!(snap.share, 0.0);
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let second = stage_rows(&c).await;
+        assert_stage_invariants(&second);
+        for name in ["source", "log append", "sink files"] {
+            let (a, b) = (stage(&first, name), stage(&second, name));
+            assert!(
+                b.events > a.events,
+                "{name} events did not grow: {a:?} -> {b:?}"
+            );
+            assert!(
+                b.calls > a.calls,
+                "{name} calls did not grow: {a:?} -> {b:?}"
+            );
+            assert!(
+                b.seconds > a.seconds,
+                "{name} time did not grow: {a:?} -> {b:?}"
+            );
+        }
+        // Every staged event goes through the source, the log and the sink.
+        let staged: i64 = c
+            .query_one("SELECT staged_events FROM weir.pipeline", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let src = stage(&second, "source").events;
+        assert!(src > 0 && src <= staged, "source {src}, staged {staged}");
+        assert!(stage(&second, "sink files").events <= staged);
+
+        // Filters and a projection, over the simple protocol too.
+        let msgs = c
+            .simple_query("select stage, share from weir.stages where stage = 'sink files'")
+            .await
+            .unwrap();
+        let rows: Vec<_> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].get(0), Some("sink files"));
+        let share: f64 = rows[0].get(1).unwrap().parse().unwrap();
+        assert!(share > 0.0 && share < 1.0, "{share}");
+    });
+
+    // /metrics: a histogram and an event counter per stage.
+    let m = parse_metrics(&get(http, "/metrics").unwrap().1);
+    for s in ["source", "snapshot read", "log append", "sink files"] {
+        let count = m[&format!("weir_stage_seconds_count{{stage=\"{s}\"}}")];
+        assert_eq!(
+            m[&format!("weir_stage_seconds_bucket{{stage=\"{s}\",le=\"+Inf\"}}")],
+            count,
+            "{s}"
+        );
+        assert!(m.contains_key(&format!("weir_stage_seconds_sum{{stage=\"{s}\"}}")));
+        assert!(m.contains_key(&format!("weir_stage_events_total{{stage=\"{s}\"}}")));
+    }
+    assert!(m["weir_stage_events_total{stage=\"log append\"}"] > 0.0);
+    assert!(m["weir_stage_seconds_count{stage=\"sink files\"}"] > 0.0);
+    // Buckets are cumulative.
+    let buckets: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("weir_stage_seconds_bucket{stage=\"source\""))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(buckets.len(), weir::runtime::HISTOGRAM_BOUNDS.len() + 1);
+
+    // /status has the same stages; the page shows them.
+    let st: serde_json::Value = serde_json::from_str(&get(http, "/status").unwrap().1).unwrap();
+    let stages = st["stages"].as_array().expect("stages in /status");
+    assert_eq!(stages.len(), 4);
+    assert_eq!(stages[3]["stage"], "sink files");
+    assert!(stages[3]["events"].as_u64().unwrap() > 0);
+    assert!(stages[3]["p99_ms"].is_number());
+    let (_, page) = get(http, "/").unwrap();
+    assert!(page.contains("id=\"stages\"") && page.contains("st.stages"));
+
+    // psql prints the view.
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "weir",
+            "-d",
+            "weir",
+        ])
+        .args(["-X", "-c", "SELECT * FROM weir.stages"])
+        .env("PGPASSWORD", secret)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psql: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("p99_ms") && stdout.contains("sink files") && stdout.contains("(4 rows)"),
+        "{stdout}"
+    );
+
+    let err = stderr_of(run);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Connects to the test PostgreSQL's database `db` as postgres.
+async fn pg_connect(db: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(5432)
+        .user("postgres")
+        .password("postgres")
+        .dbname(db)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (run scripts/services.sh)");
+    tokio::spawn(conn);
+    client
+}
+
+/// `weir status PIPELINE` (human output).
+fn weir_status(pipeline: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = weir();
+    cmd.arg("status").arg(pipeline);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success(),
+        "weir status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_sink_blocked_by_a_lock_is_reported_stalled_and_recovers() {
+    use crate::connectors::{pg_source_cleanup, pg_target_database, psql, unique};
+    let tag = unique("stall");
+    let name = format!("st{tag}");
+    let table = format!("weir_stall_{tag}");
+    let target = format!("weir_stall_tgt_{tag}");
+    let _source = pg_source_cleanup(&name, &[&table]);
+    let _target = pg_target_database(&target);
+    const SNAPSHOT_ROWS: i64 = 2_000;
+    const MORE_ROWS: i64 = 500;
+    psql(
+        "postgres",
+        &format!(
+            "CREATE TABLE public.\"{table}\" (id bigint PRIMARY KEY, note text); \
+             INSERT INTO public.\"{table}\" SELECT g, 'row ' || g FROM generate_series(1, {SNAPSHOT_ROWS}) g;"
+        ),
+    );
+    let dir = TempDir::new("admin-stall");
+    let (port, http) = (free_port(), free_port());
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
+             url = \"postgres://postgres:${{PG_PW}}@127.0.0.1:5432/postgres\"\n\
+             tables = [\"public.{table}\"]\n\n\
+             [[sinks]]\nname = \"replica\"\ntype = \"postgres\"\n\
+             url = \"postgres://postgres:${{PG_PW}}@127.0.0.1:5432/{target}\"\nschema = \"public\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{port}\"\npassword = \"${{ADMIN_PW}}\"\n\
+             metrics = \"127.0.0.1:{http}\"\nstall_seconds = 3\n"
+        ),
+    );
+    let secret = "stall-admin-pw";
+    let run = start(&pipeline, &[("PG_PW", "postgres"), ("ADMIN_PW", secret)]);
+    let count = |t: &str| -> i64 {
+        psql(&target, &format!("SELECT count(*) FROM public.\"{t}\""))
+            .parse()
+            .unwrap_or(-1)
+    };
+    // The snapshot arrives.
+    wait_for("the snapshot in the target", 60, || {
+        let n = psql(
+            &target,
+            &format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'"),
+        );
+        (n == "1" && count(&table) == SNAPSHOT_ROWS).then_some(())
+    });
+    assert_eq!(get(http, "/healthz").unwrap(), (200, "ok\n".to_string()));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = sql_connect_retry(port, secret).await;
+        // The snapshot was read by the snapshot stage, the rows applied by the sink.
+        let rows = stage_rows(&admin).await;
+        assert_stage_invariants(&rows);
+        assert!(
+            stage(&rows, "snapshot read").events >= SNAPSHOT_ROWS,
+            "{rows:#?}"
+        );
+        assert!(
+            stage(&rows, "sink replica").events >= SNAPSHOT_ROWS,
+            "{rows:#?}"
+        );
+        let applied_before = stage(&rows, "sink replica").seconds;
+
+        // Another session holds the target table: the sink's next apply waits on the lock.
+        let mut holder = pg_connect(&target).await;
+        let lock = holder.transaction().await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            lock.batch_execute(&format!(
+                "LOCK TABLE public.\"{table}\" IN ACCESS EXCLUSIVE MODE"
+            )),
+        )
+        .await
+        .expect("LOCK TABLE waited 20 s: the sink holds the table")
+        .unwrap();
+        psql(
+            "postgres",
+            &format!(
+                "INSERT INTO public.\"{table}\" SELECT g, 'more ' || g \
+                 FROM generate_series({}, {}) g",
+                SNAPSHOT_ROWS + 1,
+                SNAPSHOT_ROWS + MORE_ROWS
+            ),
+        );
+
+        // /healthz turns 503 naming the sink and the stall.
+        let body = wait_for("/healthz 503 for the stall", 60, || {
+            let (status, body) = get(http, "/healthz")?;
+            (status == 503).then_some(body)
+        });
+        assert!(
+            body.contains("sink replica is stalled") && body.contains("no progress for"),
+            "{body}"
+        );
+        assert!(!body.contains("retrying"), "{body}");
+
+        // weir.sinks says so.
+        let row = admin
+            .query_one(
+                "SELECT state, stalled_seconds, lag_records FROM weir.sinks WHERE name = 'replica'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "stalled");
+        assert!(row.get::<_, Option<i64>>(1).unwrap() >= 3);
+        assert!(row.get::<_, i64>(2) > 0);
+        let healthy: bool = admin
+            .query_one("SELECT healthy FROM weir.pipeline", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!healthy);
+        // So do /status and the metrics.
+        let st: serde_json::Value = serde_json::from_str(&get(http, "/status").unwrap().1).unwrap();
+        assert_eq!(st["sinks"][0]["state"], "stalled");
+        assert!(st["sinks"][0]["stalled_seconds"].as_u64().unwrap() >= 3);
+        let m = parse_metrics(&get(http, "/metrics").unwrap().1);
+        assert_eq!(m["weir_sink_healthy{sink=\"replica\"}"], 0.0);
+
+        // And `weir status` (live, from the running pipeline's /status).
+        let status = tokio::task::spawn_blocking({
+            let pipeline = pipeline.clone();
+            move || weir_status(&pipeline, &[("PG_PW", "postgres"), ("ADMIN_PW", secret)])
+        })
+        .await
+        .unwrap();
+        assert!(
+            status.contains("unhealthy") && status.contains("sink replica is stalled"),
+            "{status}"
+        );
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("sink ") && l.contains("replica"))
+            .unwrap_or_else(|| panic!("{status}"));
+        assert!(line.contains("stalled for"), "{status}");
+        assert!(status.contains("stage      sink replica"), "{status}");
+
+        // Held a little longer (the stall watch that logs it looks once a second).
+        wait_for("a 5 s stall", 60, || {
+            let st: serde_json::Value = serde_json::from_str(&get(http, "/status")?.1).ok()?;
+            (st["sinks"][0]["stalled_seconds"].as_u64()? >= 5).then_some(())
+        });
+
+        // Release the lock: healthy again, and everything arrives.
+        lock.commit().await.unwrap();
+        wait_for("/healthz 200 after the lock", 60, || {
+            let (status, _) = get(http, "/healthz")?;
+            (status == 200).then_some(())
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n: i64 = holder
+                .query_one(&format!("SELECT count(*) FROM public.\"{table}\""), &[])
+                .await
+                .unwrap()
+                .get(0);
+            if n == SNAPSHOT_ROWS + MORE_ROWS {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{n} rows in the target");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (state, _, _) = sink_row(&admin, "replica").await;
+        assert_eq!(state, "running");
+        // The apply that waited on the lock is one long call of the sink's stage.
+        let rows = stage_rows(&admin).await;
+        assert_stage_invariants(&rows);
+        let sink = stage(&rows, "sink replica");
+        assert!(sink.seconds - applied_before >= 3.0, "{rows:#?}");
+        assert!(sink.p99_ms.unwrap() >= 1000.0, "{rows:#?}");
+        let mismatched: i64 = holder
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM public.\"{table}\" WHERE note <> \
+                     CASE WHEN id <= {SNAPSHOT_ROWS} THEN 'row ' ELSE 'more ' END || id"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mismatched, 0);
+    });
+
+    let err = stderr_of(run);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("sink is stalled") && err.contains("replica"),
+        "no stall warning in the log: {err}"
+    );
+    assert!(!err.contains(secret), "{err}");
+}

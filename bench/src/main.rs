@@ -10,10 +10,12 @@
 //! (c), (d) PostgreSQL source against `pg_recvlogical` and `COPY ... TO STDOUT`: see `pg.rs`.
 //! (e) MySQL/MariaDB source against python `mysql-replication` and `mariadb-binlog`: see
 //!     `mysql.rs`.
+//! (f) `weir.stages` with a deliberately slow PostgreSQL sink: see `stages.rs`.
 //!
 //! Usage: weir-bench WEIR_BINARY [EVENTS]
 //!        weir-bench pg WEIR_BINARY [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]
 //!        weir-bench mysql WEIR_BINARY [EVENTS] [ROUNDS] [PYTHON]
+//!        weir-bench stages WEIR_BINARY [EVENTS] [SLEEP_SECONDS]
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use weir_api::ChangeEvent;
 mod measure;
 mod mysql;
 mod pg;
+mod stages;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
@@ -55,6 +58,33 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(pg::run(cfg));
+    }
+    if args.peek().is_some_and(|a| a == "stages") {
+        args.next();
+        let usage = "usage: weir-bench stages WEIR_BINARY [EVENTS] [SLEEP_SECONDS]";
+        let weir = PathBuf::from(args.next().context(usage)?);
+        let events: u64 = args
+            .next()
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(20_000);
+        let sleep: f64 = args
+            .next()
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(0.0005);
+        println!(
+            "# weir stages benchmark ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(stages::run(stages::StagesBench {
+                weir,
+                events,
+                sleep,
+            }));
     }
     if args.peek().is_some_and(|a| a == "mysql") {
         args.next();

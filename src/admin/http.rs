@@ -288,6 +288,35 @@ fn metrics(ctx: &Context) -> String {
             s.apply.sum_seconds, s.apply.count
         );
     }
+    let name = "weir_stage_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Time per call of each pipeline stage: source (awaiting the source's next item), \
+         snapshot read (one chunk batch), log append (encode + one group write), sink NAME (one apply)\n\
+         # TYPE {name} histogram"
+    );
+    for s in &v.stages {
+        let l = label(&s.name);
+        for (i, c) in s.histogram.cumulative.iter().enumerate() {
+            let le = HISTOGRAM_BOUNDS
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(o, "{name}_bucket{{stage=\"{l}\",le=\"{le}\"}} {c}");
+        }
+        let _ = writeln!(
+            o,
+            "{name}_sum{{stage=\"{l}\"}} {:.6}\n{name}_count{{stage=\"{l}\"}} {}",
+            s.histogram.sum_seconds, s.histogram.count
+        );
+    }
+    let name = "weir_stage_events_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Change events (snapshot rows) each pipeline stage handled in this run\n# TYPE {name} counter"
+    );
+    for s in &v.stages {
+        let _ = writeln!(o, "{name}{{stage=\"{}\"}} {}", label(&s.name), s.events);
+    }
     o
 }
 

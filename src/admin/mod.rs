@@ -4,7 +4,18 @@
 //!   page, self-contained HTML), `/metrics` (Prometheus text), `/healthz`, `/status` (JSON:
 //!   the report of `weir status --json` plus live figures).
 //! - `listen`: admin SQL over the PostgreSQL wire protocol ([`sql`]): `weir.pipeline`,
-//!   `weir.sinks`, `weir.tables`, `weir.changes`, `PAUSE SINK` / `RESUME SINK`.
+//!   `weir.sinks`, `weir.stages`, `weir.tables`, `weir.changes`, `PAUSE SINK` / `RESUME SINK`.
+//! - Always (even without servers): a once-a-second stall watch that logs when a sink makes
+//!   no progress for `stall_seconds` while records wait, and when it moves again.
+//!
+//! **Stages** (`weir.stages`, `weir_stage_seconds`, `/status` `stages`): where the pipeline's
+//! time goes. `source` (awaiting `Source::next()`: read + decode, and waiting for the source
+//! to have something, except waits that end with a heartbeat), `snapshot read` (chunk readers), `log append` (encoding plus the
+//! writer thread's RocksDB write and fsync, per group write), `sink NAME` (`apply`). Each is
+//! timed once per call with atomics. `share` is the stage's seconds over the sum of every
+//! stage's seconds (stages run concurrently, so the sum is busy time, not wall time); p50 and
+//! p99 are estimated from the histogram buckets by linear interpolation within the bucket
+//! (Prometheus `histogram_quantile`), see [`crate::runtime::HistogramSnapshot::quantile`].
 //!
 //! Everything is read from [`Stats`] (atomics the runtime updates) and the staging log; no
 //! secret is ever part of what is served (the pipeline file's URLs are not read here; the
@@ -15,7 +26,7 @@ mod sql;
 
 use crate::config::PipelineConfig;
 use crate::log::{StagingLog, now_ms};
-use crate::runtime::{SinkState, Stats};
+use crate::runtime::{HistogramSnapshot, SinkState, SinkStats, Stats};
 use anyhow::Context as _;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -46,6 +57,11 @@ pub async fn start(
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Admin> {
     let mut admin = Admin::default();
+    admin.tasks.push(tokio::spawn(stall_watch(
+        cfg.clone(),
+        Arc::clone(log),
+        Arc::clone(stats),
+    )));
     if cfg.admin.metrics.is_none() && cfg.admin.listen.is_none() {
         return Ok(admin);
     }
@@ -71,7 +87,7 @@ pub async fn start(
             .await
             .with_context(|| format!("[admin] listen: cannot listen on {addr}"))?;
         let bound = listener.local_addr().unwrap_or(addr);
-        tracing::info!(address = %bound, "admin SQL (PostgreSQL protocol, MD5 password): SELECT * FROM weir.pipeline | weir.sinks | weir.tables | weir.changes");
+        tracing::info!(address = %bound, "admin SQL (PostgreSQL protocol, MD5 password): SELECT * FROM weir.pipeline | weir.sinks | weir.stages | weir.tables | weir.changes");
         let password = cfg.admin.password.clone().unwrap_or_default();
         admin.tasks.push(tokio::spawn(sql::serve(
             listener,
@@ -121,6 +137,70 @@ async fn sampler(ctx: Arc<Context>) {
     }
 }
 
+/// How long a sink has made no progress while records wait, once that is over
+/// `stall_seconds` (`None`: not stalled). Only a running sink stalls: one that is retrying or
+/// failed is reported as such, and a paused or caught-up one counts as progressing.
+fn stalled_for(stall_ms: u64, st: &SinkStats, lag_records: u64, now_ms: u64) -> Option<u64> {
+    let idle = now_ms.saturating_sub(st.last_progress_ms.load(Ordering::Relaxed));
+    (lag_records > 0 && matches!(st.state(), SinkState::Running) && idle > stall_ms)
+        .then_some(idle / 1000)
+}
+
+/// Logs a sink that stalls (once, when it does) and when it moves again.
+async fn stall_watch(cfg: PipelineConfig, log: Arc<StagingLog>, stats: Arc<Stats>) {
+    let stall_ms = cfg.admin.stall_seconds.saturating_mul(1000);
+    let mut stalled: std::collections::BTreeMap<String, u64> = Default::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = now_ms().max(0) as u64;
+        let head = log.head().seq;
+        let cursors = log.cursors();
+        for sink in &cfg.sinks {
+            let Some(st) = stats.sinks.get(&sink.name) else {
+                continue;
+            };
+            let lag = head.saturating_sub(cursors.get(&sink.name).map_or(0, |c| c.seq));
+            match (stalled_for(stall_ms, st, lag, now), stalled.get(&sink.name)) {
+                (Some(secs), None) => {
+                    tracing::warn!(
+                        sink = %sink.name,
+                        stalled_seconds = secs,
+                        lag_records = lag,
+                        stall_seconds = cfg.admin.stall_seconds,
+                        "sink is stalled: no progress for {secs} s while {lag} records wait \
+                         (is the target blocked, e.g. by a lock?)"
+                    );
+                    stalled.insert(sink.name.clone(), now.saturating_sub(secs * 1000));
+                }
+                (None, Some(&since)) => {
+                    tracing::info!(
+                        sink = %sink.name,
+                        stalled_seconds = now.saturating_sub(since) / 1000,
+                        "sink is no longer stalled (applying, caught up, paused or retrying)"
+                    );
+                    stalled.remove(&sink.name);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// One pipeline stage, as served.
+#[derive(Debug, Clone)]
+pub(crate) struct StageView {
+    /// `source`, `snapshot read`, `log append`, `sink NAME`.
+    pub name: String,
+    pub events: u64,
+    pub calls: u64,
+    pub seconds: f64,
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    /// This stage's seconds over the sum of all stages' seconds (0 while nothing is timed).
+    pub share: f64,
+    pub histogram: HistogramView,
+}
+
 /// One sink, as served.
 #[derive(Debug, Clone)]
 pub(crate) struct SinkView {
@@ -147,6 +227,16 @@ pub(crate) struct HistogramView {
     pub count: u64,
 }
 
+impl From<&HistogramSnapshot> for HistogramView {
+    fn from(h: &HistogramSnapshot) -> Self {
+        HistogramView {
+            cumulative: h.cumulative(),
+            sum_seconds: h.sum_seconds,
+            count: h.count,
+        }
+    }
+}
+
 /// The live picture.
 pub(crate) struct View {
     pub running: bool,
@@ -159,6 +249,7 @@ pub(crate) struct View {
     pub head_seq: u64,
     pub backlog_bytes: u64,
     pub sinks: Vec<SinkView>,
+    pub stages: Vec<StageView>,
 }
 
 impl View {
@@ -230,20 +321,7 @@ impl Context {
                     0.0
                 };
                 let state = st.state();
-                let idle = now.saturating_sub(st.last_progress_ms.load(Ordering::Relaxed));
-                let stalled_for =
-                    (lag_records > 0 && matches!(state, SinkState::Running) && idle > stall_ms)
-                        .then_some(idle / 1000);
-                let h = &st.apply_seconds;
-                let mut acc = 0;
-                let cumulative = h
-                    .buckets
-                    .iter()
-                    .map(|b| {
-                        acc += b.load(Ordering::Relaxed);
-                        acc
-                    })
-                    .collect();
+                let stalled_for = stalled_for(stall_ms, &st, lag_records, now);
                 SinkView {
                     name: cfg.name.clone(),
                     state,
@@ -256,12 +334,27 @@ impl Context {
                     last_error: st.last_error(),
                     events_per_sec: rates.get(i).copied().unwrap_or(0.0),
                     stalled_for,
-                    apply: HistogramView {
-                        cumulative,
-                        sum_seconds: h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-                        count: h.count.load(Ordering::Relaxed),
-                    },
+                    apply: HistogramView::from(&st.apply_seconds.read()),
                 }
+            })
+            .collect();
+        let readings = stats.stages(self.cfg.sinks.iter().map(|s| s.name.as_str()));
+        let busy: f64 = readings.iter().map(|r| r.seconds.sum_seconds).sum();
+        let stages = readings
+            .iter()
+            .map(|r| StageView {
+                name: r.name.clone(),
+                events: r.events,
+                calls: r.seconds.count,
+                seconds: r.seconds.sum_seconds,
+                p50_seconds: r.seconds.quantile(0.5),
+                p99_seconds: r.seconds.quantile(0.99),
+                share: if busy > 0.0 {
+                    r.seconds.sum_seconds / busy
+                } else {
+                    0.0
+                },
+                histogram: HistogramView::from(&r.seconds),
             })
             .collect();
         View {
@@ -279,6 +372,7 @@ impl Context {
             head_seq: head.seq,
             backlog_bytes: self.log.backlog_bytes(),
             sinks,
+            stages,
         }
     }
 
@@ -332,7 +426,12 @@ impl Context {
         report["time_ms"] = serde_json::json!(now_ms());
         if let Some(arr) = report["sinks"].as_array_mut() {
             for (j, s) in arr.iter_mut().zip(&view.sinks) {
-                j["state"] = serde_json::json!(s.state.as_str());
+                // A running sink that makes no progress while records wait says so.
+                let state = match s.stalled_for {
+                    Some(_) => "stalled",
+                    None => s.state.as_str(),
+                };
+                j["state"] = serde_json::json!(state);
                 j["applied_events"] = serde_json::json!(s.applied_events);
                 j["events_per_sec"] = serde_json::json!(round2(s.events_per_sec));
                 j["lag_seconds"] = serde_json::json!(round2(s.lag_seconds));
@@ -341,10 +440,30 @@ impl Context {
                 j["stalled_seconds"] = serde_json::json!(s.stalled_for);
             }
         }
+        let ms = |s: Option<f64>| s.map(|s| round3(s * 1000.0));
+        report["stages"] = view
+            .stages
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "stage": s.name,
+                    "events": s.events,
+                    "calls": s.calls,
+                    "seconds": round3(s.seconds),
+                    "p50_ms": ms(s.p50_seconds),
+                    "p99_ms": ms(s.p99_seconds),
+                    "share": round3(s.share),
+                })
+            })
+            .collect();
         Ok(report)
     }
 }
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }

@@ -6,7 +6,7 @@
 //! - Simple and extended query protocol; results are typed (`text`, `int8`, `float8`,
 //!   `bool`, in text or binary format as the client asks).
 //! - What is understood (case-insensitive, optional trailing `;`):
-//!   `SELECT * | col, .. FROM weir.{pipeline,sinks,tables,changes} [WHERE col = 'v' [AND ..]]
+//!   `SELECT * | col, .. FROM weir.{pipeline,sinks,stages,tables,changes} [WHERE col = 'v' [AND ..]]
 //!   [LIMIT n]`, `PAUSE SINK name`, `RESUME SINK name`, and the probes clients send
 //!   (`SELECT 1`, `SELECT version()`, `SHOW x`, `SET ..` as a no-op). Anything else is a SQL
 //!   error naming what is supported; the connection stays open.
@@ -33,7 +33,7 @@ use weir_api::{Entry, SourceInfo};
 /// Default `LIMIT` of `weir.changes`.
 const CHANGES_DEFAULT_LIMIT: usize = 100;
 
-const SUPPORTED: &str = "supported: SELECT * FROM weir.pipeline | weir.sinks | weir.tables | weir.changes \
+const SUPPORTED: &str = "supported: SELECT * FROM weir.pipeline | weir.sinks | weir.stages | weir.tables | weir.changes \
      [WHERE col = 'value' [AND ...]] [LIMIT n]; PAUSE SINK name; RESUME SINK name";
 
 /// Accepts connections until aborted.
@@ -126,6 +126,7 @@ fn sql_error(code: &str, message: impl Into<String>) -> PgWireError {
 enum View {
     Pipeline,
     Sinks,
+    Stages,
     Tables,
     Changes,
 }
@@ -164,6 +165,15 @@ impl View {
                 ("retries", Int),
                 ("stalled_seconds", Int),
                 ("last_error", Text),
+            ],
+            View::Stages => &[
+                ("stage", Text),
+                ("events", Int),
+                ("calls", Int),
+                ("seconds", Float),
+                ("p50_ms", Float),
+                ("p99_ms", Float),
+                ("share", Float),
             ],
             View::Tables => &[
                 ("table", Text),
@@ -467,13 +477,14 @@ fn parse_select(toks: &[Tok]) -> PgWireResult<Stmt> {
     let view = match table.strip_prefix("weir.").unwrap_or(&table) {
         "pipeline" => View::Pipeline,
         "sinks" => View::Sinks,
+        "stages" => View::Stages,
         "tables" => View::Tables,
         "changes" => View::Changes,
         _ => {
             return Err(sql_error(
                 "42P01",
                 format!(
-                    "relation \"{table}\" does not exist; views: weir.pipeline, weir.sinks, weir.tables, weir.changes"
+                    "relation \"{table}\" does not exist; views: weir.pipeline, weir.sinks, weir.stages, weir.tables, weir.changes"
                 ),
             ));
         }
@@ -774,6 +785,11 @@ fn rows(ctx: &Context, stmt: &Stmt) -> PgWireResult<Vec<Vec<Val>>> {
     let internal = |e: &dyn std::fmt::Display| sql_error("XX000", e.to_string());
     let all: Vec<Vec<Val>> = match view {
         View::Changes => changes(ctx, filters, limit.unwrap_or(CHANGES_DEFAULT_LIMIT))?,
+        View::Stages => stage_rows(ctx)
+            .into_iter()
+            .filter(|r| keep(r))
+            .take(limit.unwrap_or(usize::MAX))
+            .collect(),
         other => {
             let status = ctx
                 .status()
@@ -877,6 +893,26 @@ fn sink_rows(ctx: &Context, s: &serde_json::Value) -> Vec<Vec<Val>> {
                     serde_json::Value::String(e) => Val::Text(redact_text(e)),
                     _ => Val::Null,
                 },
+            ]
+        })
+        .collect()
+}
+
+/// `weir.stages`: straight from the live figures (not rounded like `/status`).
+fn stage_rows(ctx: &Context) -> Vec<Vec<Val>> {
+    let ms = |s: Option<f64>| s.map_or(Val::Null, |s| Val::Float(s * 1000.0));
+    ctx.view()
+        .stages
+        .into_iter()
+        .map(|s| {
+            vec![
+                Val::Text(s.name),
+                Val::Int(i64::try_from(s.events).unwrap_or(i64::MAX)),
+                Val::Int(i64::try_from(s.calls).unwrap_or(i64::MAX)),
+                Val::Float(s.seconds),
+                ms(s.p50_seconds),
+                ms(s.p99_seconds),
+                Val::Float(s.share),
             ]
         })
         .collect()
@@ -1082,6 +1118,13 @@ mod tests {
         };
         assert_eq!(code("DELETE FROM weir.sinks"), "0A000");
         assert_eq!(code("SELECT * FROM weir.nope"), "42P01");
+        let s = parse("select stage, share from weir.stages where stage = 'source'")
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(s, Stmt::Select { view: View::Stages, ref columns, ref filters, .. }
+                if *columns == vec![0, 6] && *filters == vec![(0, "source".to_string())])
+        );
         assert_eq!(code("SELECT nope FROM weir.sinks"), "42703");
         assert_eq!(
             code("SELECT * FROM weir.sinks WHERE lag_records > 3"),

@@ -466,7 +466,16 @@ impl StagingLog {
 
     /// Starts the single writer thread.
     pub fn writer(self: &Arc<Self>, queue: usize) -> Result<LogWriter, LogError> {
-        writer::start(Arc::clone(self), queue)
+        writer::start(Arc::clone(self), queue, None)
+    }
+
+    /// [`StagingLog::writer`], timing its work as the `log append` stage in `stage`.
+    pub fn writer_timed(
+        self: &Arc<Self>,
+        queue: usize,
+        stage: Arc<crate::runtime::StageStats>,
+    ) -> Result<LogWriter, LogError> {
+        writer::start(Arc::clone(self), queue, Some(stage))
     }
 
     pub(crate) fn note_appended(&self, bytes_total: u64) {

@@ -11,10 +11,12 @@
 
 use super::record::{self, Head, Stored};
 use super::{EVENTS, HEAD_KEY, LogError, META, SNAPSHOT_PLAN_KEY, StagingLog};
+use crate::runtime::StageStats;
 use rocksdb::WriteBatch;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use weir_api::{ChangeEvent, CommitInfo, SnapshotPlan, TableId, TableSchema};
 
@@ -55,6 +57,10 @@ struct Block {
     head: Option<Head>,
     /// Told once the block is written.
     reply: Option<oneshot::Sender<()>>,
+    /// Change records in `data` (for the `log append` stage).
+    changes: u64,
+    /// Time spent encoding the block on the caller's task (nanoseconds; 0 when not timed).
+    encode_nanos: u64,
 }
 
 /// The log's single writer, owned by the source task.
@@ -72,12 +78,18 @@ pub struct LogWriter {
     /// to the metadata only with its commit, restored on rollback.
     pending_schemas: Vec<(TableSchema, Option<TableSchema>)>,
     scratch: Vec<u8>,
+    /// Where the `log append` stage is timed, if anywhere.
+    stage: Option<Arc<StageStats>>,
 }
 
 impl LogWriter {
     /// Stages an operation; waits while the writer's queue is full (memory stays bounded).
     pub async fn send(&mut self, op: WriteOp) -> Result<(), LogError> {
-        let block = self.encode(op)?;
+        let started = self.stage.is_some().then(Instant::now);
+        let mut block = self.encode(op)?;
+        if let Some(t) = started {
+            block.encode_nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        }
         self.log.note_appended(self.bytes_total);
         self.tx.send(block).await.map_err(|_| LogError::WriterGone)
     }
@@ -147,6 +159,7 @@ impl LogWriter {
             WriteOp::Changes(events) => {
                 let staged_ms = now_ms();
                 block.data.reserve(events.len() * 256);
+                block.changes = events.len() as u64;
                 for mut event in events {
                     let Some(schema) = self.schemas.get(&event.table) else {
                         return Err(LogError::Protocol(format!(
@@ -240,14 +253,19 @@ impl LogWriter {
     }
 }
 
-pub(super) fn start(log: Arc<StagingLog>, queue: usize) -> Result<LogWriter, LogError> {
+pub(super) fn start(
+    log: Arc<StagingLog>,
+    queue: usize,
+    stage: Option<Arc<StageStats>>,
+) -> Result<LogWriter, LogError> {
     let (tx, rx) = mpsc::channel(queue.max(1));
     let head = log.head();
     let schemas = log.latest_schemas()?;
     let thread_log = Arc::clone(&log);
+    let thread_stage = stage.clone();
     let thread = std::thread::Builder::new()
         .name("weir-log-writer".into())
-        .spawn(move || run(&thread_log, rx))
+        .spawn(move || run(&thread_log, rx, thread_stage.as_deref()))
         .map_err(|e| LogError::Protocol(format!("cannot start the staging log writer: {e}")))?;
     Ok(LogWriter {
         tx,
@@ -259,17 +277,28 @@ pub(super) fn start(log: Arc<StagingLog>, queue: usize) -> Result<LogWriter, Log
         pending_schemas: Vec::new(),
         log,
         scratch: Vec::with_capacity(4096),
+        stage,
     })
 }
 
-/// The writer thread: group commit.
-fn run(log: &StagingLog, mut rx: mpsc::Receiver<Block>) -> Result<(), LogError> {
+/// The writer thread: group commit. Each group write is one call of the `log append`
+/// stage: from taking its first block to the write (and sync) being done, plus the time
+/// its blocks took to encode on the caller's task.
+fn run(
+    log: &StagingLog,
+    mut rx: mpsc::Receiver<Block>,
+    stage: Option<&StageStats>,
+) -> Result<(), LogError> {
     let group_bytes = log.options().group_bytes;
     let chunk_bytes = log.options().chunk_bytes;
     let mut replies = Vec::new();
     while let Some(block) = rx.blocking_recv() {
+        let started = Instant::now();
         let mut batch = WriteBatch::default();
         let mut head = None;
+        let (mut changes, mut encode_nanos) = (0u64, 0u64);
+        changes += block.changes;
+        encode_nanos += block.encode_nanos;
         add(log, &mut batch, block, &mut head, &mut replies);
         // Group commit: take everything already waiting, up to a bound.
         while batch.size_in_bytes() < group_bytes {
@@ -278,13 +307,23 @@ fn run(log: &StagingLog, mut rx: mpsc::Receiver<Block>) -> Result<(), LogError> 
                 break;
             }
             match rx.try_recv() {
-                Ok(block) => add(log, &mut batch, block, &mut head, &mut replies),
+                Ok(block) => {
+                    changes += block.changes;
+                    encode_nanos = encode_nanos.saturating_add(block.encode_nanos);
+                    add(log, &mut batch, block, &mut head, &mut replies)
+                }
                 Err(_) => break,
             }
         }
         log.write(batch, head.is_some(), "cannot append")?;
         if let Some(head) = head {
             log.publish_head(head);
+        }
+        if let Some(stage) = stage {
+            stage.record(
+                started.elapsed() + Duration::from_nanos(encode_nanos),
+                changes,
+            );
         }
         for reply in replies.drain(..) {
             let _ = reply.send(());

@@ -133,6 +133,27 @@ pub struct Stats {
     pub source_error: Mutex<Option<String>>,
     /// Per sink, registered before the run starts.
     pub sinks: BTreeMap<String, Arc<SinkStats>>,
+    /// Stage `source`: time the source task awaits `Source::next()` (reading and decoding,
+    /// and waiting for the source to have something), per item; events are the changes. A
+    /// wait that ends with a heartbeat (the source had nothing) is idle and not counted.
+    pub source_stage: Arc<StageStats>,
+    /// Stage `snapshot read`: time the snapshot workers spend in `ChunkReader::open` and
+    /// `next_batch`, per batch; events are the rows.
+    pub snapshot_stage: Arc<StageStats>,
+    /// Stage `log append`: encoding on the source task plus the writer thread's RocksDB
+    /// write (and fsync when a commit is in it), per group write; events are the changes.
+    pub log_stage: Arc<StageStats>,
+}
+
+/// One stage's figures, read at one moment ([`Stats::stages`]).
+#[derive(Debug, Clone)]
+pub struct StageReading {
+    /// `source`, `snapshot read`, `log append`, `sink NAME`.
+    pub name: String,
+    /// Change events (snapshot rows) handled.
+    pub events: u64,
+    /// Time per call.
+    pub seconds: HistogramSnapshot,
 }
 
 impl Stats {
@@ -149,6 +170,31 @@ impl Stats {
 
     fn sink(&self, name: &str) -> Arc<SinkStats> {
         self.sinks.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Every stage, in the order data flows: `source`, `snapshot read`, `log append`, then
+    /// `sink NAME` for each of `sinks` (the pipeline file's order; a sink's stage is its
+    /// `apply` calls, its events the change events applied).
+    pub fn stages<'a>(&self, sinks: impl IntoIterator<Item = &'a str>) -> Vec<StageReading> {
+        let stage = |name: String, s: &StageStats| StageReading {
+            name,
+            events: s.events.load(Ordering::Relaxed),
+            seconds: s.seconds.read(),
+        };
+        let mut out = vec![
+            stage("source".into(), &self.source_stage),
+            stage("snapshot read".into(), &self.snapshot_stage),
+            stage("log append".into(), &self.log_stage),
+        ];
+        for name in sinks {
+            let st = self.sink(name);
+            out.push(StageReading {
+                name: format!("sink {name}"),
+                events: st.applied_events.load(Ordering::Relaxed),
+                seconds: st.apply_seconds.read(),
+            });
+        }
+        out
     }
 }
 
@@ -246,18 +292,20 @@ impl SinkStats {
     }
 }
 
-/// Upper bounds (seconds) of the latency histograms' buckets.
-pub const HISTOGRAM_BOUNDS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+/// Upper bounds (seconds) of the latency histograms' buckets: 10 µs to 60 s, so that both a
+/// source's microsecond reads and a stuck sink's minutes land in a finite bucket.
+pub const HISTOGRAM_BOUNDS: [f64; 21] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// A latency histogram with fixed buckets (atomics; one update per batch).
+/// A latency histogram with fixed buckets (atomics; one update per batch or call).
 #[derive(Debug, Default)]
 pub struct Histogram {
     /// Observations per bucket (not cumulative); the last is `+Inf`.
     pub buckets: [AtomicU64; HISTOGRAM_BOUNDS.len() + 1],
-    /// Sum in microseconds.
-    pub sum_micros: AtomicU64,
+    /// Sum in nanoseconds.
+    pub sum_nanos: AtomicU64,
     /// Observations.
     pub count: AtomicU64,
 }
@@ -271,9 +319,94 @@ impl Histogram {
             .position(|b| secs <= *b)
             .unwrap_or(HISTOGRAM_BOUNDS.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current figures.
+    pub fn read(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A [`Histogram`] read at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket (not cumulative), bounds [`HISTOGRAM_BOUNDS`] then `+Inf`.
+    pub buckets: Vec<u64>,
+    /// Sum of the observations, seconds.
+    pub sum_seconds: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl HistogramSnapshot {
+    /// Cumulative counts per bound (the last is `+Inf`), as Prometheus wants them.
+    pub fn cumulative(&self) -> Vec<u64> {
+        let mut acc = 0;
+        self.buckets
+            .iter()
+            .map(|b| {
+                acc += b;
+                acc
+            })
+            .collect()
+    }
+
+    /// The `q` quantile (0..=1) in seconds, estimated as Prometheus' `histogram_quantile`
+    /// does: find the bucket holding the rank, interpolate linearly between its lower and
+    /// upper bound (the first bucket's lower bound is 0). A rank in the `+Inf` bucket gives
+    /// the highest finite bound (60 s: "at least"). `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n > 0 && (below + n) as f64 >= rank {
+                let Some(&upper) = HISTOGRAM_BOUNDS.get(i) else {
+                    return HISTOGRAM_BOUNDS.last().copied();
+                };
+                let lower = if i == 0 { 0.0 } else { HISTOGRAM_BOUNDS[i - 1] };
+                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+                return Some(lower + (upper - lower) * within);
+            }
+            below += n;
+        }
+        HISTOGRAM_BOUNDS.last().copied()
+    }
+}
+
+/// One stage of the pipeline: time per call and the change events that went through.
+/// Updated once per call (a source read, a log group write, a snapshot batch, a sink batch).
+#[derive(Debug, Default)]
+pub struct StageStats {
+    /// Change events (or snapshot rows) handled.
+    pub events: AtomicU64,
+    /// Time per call.
+    pub seconds: Histogram,
+}
+
+impl StageStats {
+    /// Records one call that took `d` and handled `events`.
+    pub fn record(&self, d: Duration, events: u64) {
+        self.seconds.observe(d);
+        if events > 0 {
+            self.events.fetch_add(events, Ordering::Relaxed);
+        }
     }
 }
 
@@ -359,7 +492,7 @@ pub async fn run_with_stats(
             let _ = halt_tx.send(true);
         })
     };
-    let mut writer = log.writer(32)?;
+    let mut writer = log.writer_timed(32, Arc::clone(&stats.log_stage))?;
     let mut stream = true;
     let mut source_result = Ok(());
     if p.snapshot.enabled {
@@ -368,6 +501,7 @@ pub async fn run_with_stats(
             &mut writer,
             p.source.as_ref(),
             &p.snapshot,
+            &stats.snapshot_stage,
             halt_rx.clone(),
         )
         .await
@@ -567,6 +701,9 @@ async fn source_session(
         .checked_sub(ADVANCE_EVERY)
         .unwrap_or_else(std::time::Instant::now);
     let mut paused = false;
+    // Time awaiting the current `next()` so far: the select below may drop it (it is
+    // cancel-safe) when an acknowledgement is due, and a fresh call picks up where it was.
+    let mut awaiting = Duration::ZERO;
     loop {
         // Near the limit, let the writer catch up first, so the backlog figure includes
         // everything sent and the limit holds to within one transaction.
@@ -608,6 +745,7 @@ async fn source_session(
             paused = false;
             info!("staging log has room again; resuming the source");
         }
+        let waited = Instant::now();
         let item = tokio::select! {
             biased;
             _ = wait_true(halt) => {
@@ -617,12 +755,21 @@ async fn source_session(
                 return Ok(());
             }
             _ = durable.changed() => {
+                awaiting += waited.elapsed();
                 ack_durable(&mut durable, source.as_mut(), &mut acked).await?;
                 continue;
             }
             _ = writer.closed() => return Err(LogError::WriterGone.into()),
             item = source.next() => item?,
         };
+        // A heartbeat says the source had nothing to stage: that wait was idle, not work.
+        let waited = std::mem::take(&mut awaiting) + waited.elapsed();
+        match &item {
+            SourceItem::Heartbeat(_) => {}
+            SourceItem::Changes(c) => stats.source_stage.record(waited, c.len() as u64),
+            SourceItem::Transaction(t) => stats.source_stage.record(waited, t.changes.len() as u64),
+            SourceItem::Schema(_) | SourceItem::Commit(_) => stats.source_stage.record(waited, 0),
+        }
         let commit = match item {
             SourceItem::Schema(s) => {
                 writer.send(WriteOp::Schema(s)).await?;
@@ -856,6 +1003,9 @@ async fn sink_session(
                 _ = final_seq.changed() => {}
                 _ = halt.changed() => {}
             }
+            // Caught up until now: a stall is counted from here, not from before the wait.
+            st.last_progress_ms
+                .store(now_ms().max(0) as u64, Ordering::Relaxed);
             continue;
         }
         let batch =
@@ -948,4 +1098,42 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_interpolate_within_buckets() {
+        let h = Histogram::default();
+        assert_eq!(h.read().quantile(0.5), None);
+        // 100 observations of 2 ms: all in the (1 ms, 2.5 ms] bucket.
+        for _ in 0..100 {
+            h.observe(Duration::from_millis(2));
+        }
+        let r = h.read();
+        assert_eq!(r.count, 100);
+        assert!((r.sum_seconds - 0.2).abs() < 1e-9, "{}", r.sum_seconds);
+        let p50 = r.quantile(0.5).unwrap();
+        assert!((p50 - 0.00175).abs() < 1e-9, "{p50}");
+        let p99 = r.quantile(0.99).unwrap();
+        assert!(p99 > 0.002 && p99 <= 0.0025, "{p99}");
+        assert_eq!(*r.cumulative().last().unwrap(), 100);
+        // One slow call in 100 moves p99 into its bucket, not p50.
+        let h = Histogram::default();
+        for _ in 0..98 {
+            h.observe(Duration::from_micros(20));
+        }
+        h.observe(Duration::from_secs(3));
+        h.observe(Duration::from_secs(3));
+        let r = h.read();
+        assert!(r.quantile(0.5).unwrap() <= 0.000025);
+        let p99 = r.quantile(0.99).unwrap();
+        assert!(p99 > 2.5 && p99 <= 5.0, "{p99}");
+        // Beyond the last bound: the highest finite bound.
+        let h = Histogram::default();
+        h.observe(Duration::from_secs(600));
+        assert_eq!(h.read().quantile(0.5), Some(60.0));
+    }
 }

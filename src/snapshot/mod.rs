@@ -16,7 +16,7 @@
 //! streamed commit sorts after every snapshot position.
 
 use crate::log::{LogError, LogWriter, StagingLog, WriteOp};
-use crate::runtime::{RuntimeError, SourceFactory, backoff::Backoff, chain, wait_true};
+use crate::runtime::{RuntimeError, SourceFactory, StageStats, backoff::Backoff, chain, wait_true};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,18 +118,29 @@ impl From<LogError> for AttemptError {
 }
 
 /// Runs (or resumes) the initial snapshot; returns once every chunk is staged, or when
-/// stopped. Transient failures retry with backoff from the last finished chunk.
+/// stopped. Transient failures retry with backoff from the last finished chunk. The
+/// workers' reads are timed in `stage` (`snapshot read`).
 pub async fn run(
     log: &Arc<StagingLog>,
     writer: &mut LogWriter,
     factory: &dyn SourceFactory,
     opts: &SnapshotOptions,
+    stage: &Arc<StageStats>,
     mut halt: watch::Receiver<bool>,
 ) -> Result<Outcome, RuntimeError> {
     let mut backoff = Backoff::new();
     loop {
         let mut progressed = false;
-        let result = attempt(log, writer, factory, opts, &mut halt, &mut progressed).await;
+        let result = attempt(
+            log,
+            writer,
+            factory,
+            opts,
+            stage,
+            &mut halt,
+            &mut progressed,
+        )
+        .await;
         if progressed {
             backoff.reset();
         }
@@ -155,6 +166,7 @@ async fn attempt(
     writer: &mut LogWriter,
     factory: &dyn SourceFactory,
     opts: &SnapshotOptions,
+    stage: &Arc<StageStats>,
     halt: &mut watch::Receiver<bool>,
     progressed: &mut bool,
 ) -> Result<Outcome, AttemptError> {
@@ -246,6 +258,7 @@ async fn attempt(
             Arc::clone(&queue),
             tx.clone(),
             opts.batch_rows,
+            Arc::clone(stage),
         ));
     }
     drop(tx);
@@ -329,11 +342,12 @@ async fn worker(
     queue: Arc<Mutex<VecDeque<SnapshotChunk>>>,
     tx: mpsc::Sender<Msg>,
     batch_rows: usize,
+    stage: Arc<StageStats>,
 ) {
     loop {
         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
         let Some(chunk) = next else { return };
-        if let Err(e) = read_chunk(reader.as_mut(), &chunk, &tx, batch_rows).await {
+        if let Err(e) = read_chunk(reader.as_mut(), &chunk, &tx, batch_rows, &stage).await {
             let _ = tx.send(Msg::Failed(e)).await;
             return;
         }
@@ -341,16 +355,27 @@ async fn worker(
 }
 
 /// Sends a chunk's rows in batches, the last one flagged (holding one batch back to know).
+/// Each `next_batch` is one call of the `snapshot read` stage (the first includes `open`);
+/// waiting for room in the channel is not timed.
 async fn read_chunk(
     reader: &mut dyn ChunkReader,
     chunk: &SnapshotChunk,
     tx: &mpsc::Sender<Msg>,
     batch_rows: usize,
+    stage: &StageStats,
 ) -> Result<(), ConnectorError> {
+    let started = Instant::now();
     reader.open(chunk).await?;
+    let mut opening = started.elapsed();
     let mut held: Option<Vec<ChangeEvent>> = None;
     loop {
-        match reader.next_batch(batch_rows).await? {
+        let started = Instant::now();
+        let batch = reader.next_batch(batch_rows).await?;
+        stage.record(
+            std::mem::take(&mut opening) + started.elapsed(),
+            batch.as_ref().map_or(0, |b| b.len() as u64),
+        );
+        match batch {
             Some(b) if b.is_empty() => {}
             Some(b) => {
                 if let Some(prev) = held.replace(b) {
