@@ -26,7 +26,9 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use weir_api::{ConnectorError, Entry, LogEntry, Result, Sink, SinkContext, render_envelope};
+use weir_api::{
+    ConnectorError, Entry, LogEntry, Result, Sink, SinkContext, TableId, render_envelope,
+};
 
 /// `[[sinks]] type = "file"` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -62,6 +64,8 @@ pub struct FileSink {
     /// Files touched since the last commit boundary.
     touched: Vec<String>,
     line: Vec<u8>,
+    /// The last table written and its file name (consecutive events mostly share a table).
+    last_name: Option<(TableId, String)>,
     _lock: File,
 }
 
@@ -134,6 +138,7 @@ impl FileSink {
             files: BTreeMap::new(),
             touched: Vec::new(),
             line: Vec::with_capacity(1024),
+            last_name: None,
             _lock: lock,
         };
         sink.recover()?;
@@ -215,7 +220,14 @@ impl FileSink {
             match &entry.entry {
                 Entry::Schema(_) => {}
                 Entry::Change(event, schema) => {
-                    let name = file_name(&event.table.schema, &event.table.name);
+                    let name = match &self.last_name {
+                        Some((table, name)) if *table == event.table => name.clone(),
+                        _ => {
+                            let name = file_name(&event.table.schema, &event.table.name);
+                            self.last_name = Some((event.table.clone(), name.clone()));
+                            name
+                        }
+                    };
                     let mut line = std::mem::take(&mut self.line);
                     line.clear();
                     let rendered = render_envelope(
