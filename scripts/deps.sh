@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building weir needs on Debian (as root): a C++ compiler and libclang for
-# RocksDB's bindings, OpenSSL and zlib headers for librdkafka (built from source by rdkafka).
+# RocksDB's bindings, OpenSSL and zlib headers for librdkafka (built from source by rdkafka);
+# and headless Chromium with chromedriver, which the status-page test drives.
 # Safe to run again: installs only what is missing.
 set -euo pipefail
 
@@ -10,7 +11,7 @@ command -v make >/dev/null 2>&1 || need+=(make)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-for pkg in libssl-dev zlib1g-dev "$@"; do
+for pkg in libssl-dev zlib1g-dev chromium chromium-driver "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

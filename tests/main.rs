@@ -12,3 +12,4 @@ mod pg_acceptance;
 mod postgres;
 mod schemas;
 mod sql_sinks;
+mod status_page;
