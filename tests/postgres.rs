@@ -594,3 +594,83 @@ fn a_new_table_matching_the_globs_joins_the_publication_on_restart() {
     };
     assert_eq!((lines(&table), lines(&newer)), (1, 1));
 }
+
+/// On a terminal the snapshot draws progress bars per table (rows, rate, ETA, chunks), redrawn
+/// in place; without one it logs progress lines instead and draws nothing.
+#[test]
+fn snapshot_progress_is_drawn_as_bars_on_a_terminal_and_logged_otherwise() {
+    let (name, table, _cleanup) = fixture("bars", "id bigint PRIMARY KEY, note text");
+    psql(&format!(
+        "INSERT INTO public.\"{table}\" SELECT g, 'row ' || g FROM generate_series(1, 60000) g; \
+         ANALYZE public.\"{table}\""
+    ));
+    let dir = TempDir::new("pg-bars");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
+             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
+             tables = [\"public.{table}\"]\nsnapshot = \"only\"\nsnapshot_chunk_rows = 6000\n\n\
+             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
+        ),
+    );
+    // `script` (util-linux) runs weir on a pseudo-terminal and copies what it shows.
+    let weir_bin = env!("CARGO_BIN_EXE_weir");
+    let out = Command::new("script")
+        .args(["-qfec"])
+        .arg(format!("{weir_bin} run --once {}", pipeline.display()))
+        .arg("/dev/null")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("script (util-linux) is missing");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "weir run --once failed: {shown}");
+    let plain = shown.replace("\x1b[2K", "");
+    let bar = format!("public.{table}  [");
+    assert!(
+        plain.contains(&bar),
+        "no progress bar for the table: {plain}"
+    );
+    assert!(
+        plain.contains("100%  60,000 / 60,000 rows") && plain.contains("chunks 11/11"),
+        "the last bar does not show the finished table: {plain}"
+    );
+    assert!(
+        plain.contains("snapshot: 1/1 tables done, 60,000 / 60,000 rows"),
+        "no total line: {plain}"
+    );
+    assert!(
+        plain.contains('\u{2588}') && plain.contains("rows/s"),
+        "bars without blocks or rate: {plain}"
+    );
+    assert!(
+        !plain.contains("snapshot progress"),
+        "progress log lines as well as bars: {plain}"
+    );
+    let lines = std::fs::read_to_string(dir.path().join(format!("out/public.{table}.jsonl")))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 60_000);
+
+    // Not a terminal: progress as log lines, no bars, no cursor movement.
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    psql(&format!("SELECT pg_drop_replication_slot('weir_{name}')"));
+    let out = weir()
+        .env("RUST_LOG", "info")
+        .args(["run", "--once"])
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    let logged = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "weir run --once failed: {logged}");
+    assert!(
+        logged.contains("snapshot progress") && logged.contains("chunks=\"11/11\""),
+        "no progress log lines: {logged}"
+    );
+    assert!(
+        !logged.contains('\u{2588}') && !logged.contains('\x1b'),
+        "bars or terminal escapes written to a non-terminal: {logged}"
+    );
+}

@@ -402,70 +402,81 @@ async fn read_chunk(
     }
 }
 
-/// Rows per table, rate and ETA, logged every few seconds.
+/// Rows per table, rate and ETA: progress bars redrawn in place when stderr is a terminal
+/// (unless `WEIR_PROGRESS=0`), else a log line per table every few seconds.
 struct Meter {
     started: Instant,
     last_report: Instant,
-    tables: BTreeMap<TableId, (TableProgress, u64)>,
+    /// Per table: progress, rows staged in all runs, rows staged in this run (for the rate).
+    tables: BTreeMap<TableId, (TableProgress, u64, u64)>,
+    /// Draw bars on the terminal instead of logging progress lines.
+    bars: bool,
+    /// Lines of bars drawn last time (redrawn over).
+    drawn: usize,
 }
 
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+const DRAW_EVERY: Duration = Duration::from_millis(250);
 
 impl Meter {
     fn new(plan: &SnapshotPlan, pos: &SnapshotPosition) -> Self {
+        use std::io::IsTerminal as _;
         let tables = progress(plan, Some(pos))
             .into_iter()
             .map(|(t, p)| {
                 let rows = p.rows_done_estimate;
-                (t, (p, rows))
+                (t, (p, rows, 0))
             })
             .collect();
         let now = Instant::now();
+        let bars = std::io::stderr().is_terminal()
+            && std::env::var("WEIR_PROGRESS").map_or(true, |v| v != "0");
         Meter {
             started: now,
             last_report: now,
             tables,
+            bars,
+            drawn: 0,
         }
     }
 
     fn rows(&mut self, table: &TableId, n: u64) {
-        if let Some((_, rows)) = self.tables.get_mut(table) {
+        if let Some((_, rows, run_rows)) = self.tables.get_mut(table) {
             *rows += n;
+            *run_rows += n;
         }
     }
 
     fn chunk_done(&mut self, table: &TableId) {
-        if let Some((p, _)) = self.tables.get_mut(table) {
+        if let Some((p, ..)) = self.tables.get_mut(table) {
             p.chunks_done += 1;
         }
     }
 
     fn maybe_report(&mut self, last: bool) {
-        if !last && self.last_report.elapsed() < REPORT_EVERY {
+        let every = if self.bars { DRAW_EVERY } else { REPORT_EVERY };
+        if !last && self.last_report.elapsed() < every {
             return;
         }
         self.last_report = Instant::now();
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        if self.bars {
+            self.draw(secs);
+        }
         let mut total_rows = 0;
-        for (table, (p, rows)) in &self.tables {
-            total_rows += rows;
-            if p.chunks_done == p.chunks && !last {
+        for (table, (p, rows, run_rows)) in &self.tables {
+            total_rows += run_rows;
+            if self.bars || (p.chunks_done == p.chunks && !last) {
                 continue;
             }
-            let rate = *rows as f64 / secs;
-            let left = p.estimated_rows.saturating_sub(*rows);
-            let eta = if rate > 0.0 && p.chunks_done < p.chunks {
-                format!("{:.0}s", left as f64 / rate)
-            } else {
-                "-".into()
-            };
+            let rate = *run_rows as f64 / secs;
             info!(
                 table = %table,
                 rows = *rows,
                 estimated = p.estimated_rows,
                 chunks = format!("{}/{}", p.chunks_done, p.chunks),
                 rows_per_sec = rate as u64,
-                eta = %eta,
+                eta = %eta(p, *rows, rate),
                 "snapshot progress"
             );
         }
@@ -478,4 +489,119 @@ impl Meter {
             );
         }
     }
+
+    /// Redraws the bars over the previous ones.
+    fn draw(&mut self, secs: f64) {
+        use std::io::Write as _;
+        let lines = bar_lines(&self.tables, secs);
+        let mut out = String::new();
+        if self.drawn > 0 {
+            // To the start of the first bar line drawn last time.
+            out.push_str(&format!("\x1b[{}F", self.drawn));
+        }
+        for line in &lines {
+            out.push_str("\x1b[2K");
+            out.push_str(line);
+            out.push('\n');
+        }
+        self.drawn = lines.len();
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(out.as_bytes());
+        let _ = err.flush();
+    }
+}
+
+/// Estimated time left, or `-` once done or without a rate.
+fn eta(p: &TableProgress, rows: u64, rate: f64) -> String {
+    if rate > 0.0 && p.chunks_done < p.chunks {
+        let left = p.estimated_rows.saturating_sub(rows) as f64 / rate;
+        format!("{left:.0}s")
+    } else {
+        "-".into()
+    }
+}
+
+/// `1234567` → `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One progress bar per table (at most 12, then a summary line), plus a total line.
+fn bar_lines(tables: &BTreeMap<TableId, (TableProgress, u64, u64)>, secs: f64) -> Vec<String> {
+    const WIDTH: usize = 24;
+    const MAX_TABLES: usize = 12;
+    let name_width = tables
+        .keys()
+        .map(|t| t.to_string().chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(48);
+    let mut lines = Vec::new();
+    let (mut all_rows, mut all_run, mut all_est, mut done_tables) = (0u64, 0u64, 0u64, 0usize);
+    for (table, (p, rows, run_rows)) in tables {
+        all_rows += rows;
+        all_run += run_rows;
+        let finished = p.chunks_done == p.chunks;
+        // A finished table's total is what was read (the estimate was the planner's guess).
+        let total = if finished {
+            *rows
+        } else {
+            p.estimated_rows.max(*rows)
+        };
+        all_est += total;
+        if finished {
+            done_tables += 1;
+        }
+        if lines.len() >= MAX_TABLES {
+            continue;
+        }
+        let fraction = if finished {
+            1.0
+        } else if p.estimated_rows == 0 {
+            f64::from(p.chunks_done) / f64::from(p.chunks.max(1))
+        } else {
+            (*rows as f64 / p.estimated_rows as f64).min(0.99)
+        };
+        let filled = (fraction * WIDTH as f64).round() as usize;
+        let mut name: String = table.to_string().chars().take(name_width).collect();
+        while name.chars().count() < name_width {
+            name.push(' ');
+        }
+        let rate = *run_rows as f64 / secs;
+        lines.push(format!(
+            "  {name}  [{}{}] {:>3.0}%  {} / {} rows  {} rows/s  ETA {}  chunks {}/{}",
+            "\u{2588}".repeat(filled),
+            "\u{2591}".repeat(WIDTH - filled),
+            fraction * 100.0,
+            thousands(*rows),
+            thousands(total),
+            thousands(rate as u64),
+            eta(p, *rows, rate),
+            p.chunks_done,
+            p.chunks
+        ));
+    }
+    if tables.len() > MAX_TABLES {
+        lines.push(format!(
+            "  ... and {} more tables",
+            tables.len() - MAX_TABLES
+        ));
+    }
+    lines.push(format!(
+        "  snapshot: {done_tables}/{} tables done, {} / {} rows, {} rows/s, {:.0}s",
+        tables.len(),
+        thousands(all_rows),
+        thousands(all_est),
+        thousands((all_run as f64 / secs) as u64),
+        secs
+    ));
+    lines
 }
