@@ -674,3 +674,108 @@ fn snapshot_progress_is_drawn_as_bars_on_a_terminal_and_logged_otherwise() {
         "bars or terminal escapes written to a non-terminal: {logged}"
     );
 }
+
+/// Waits up to `secs` for `child` to exit; its exit code and stderr (killed on timeout).
+fn wait_exit(mut child: std::process::Child, secs: u64) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (code, err)
+}
+
+/// A table dropped while streaming, then the publication dropped: each time the pipeline
+/// delivers every change from before the drop, then stops with exit 1 and a message naming
+/// what was dropped and what to do.
+#[test]
+fn dropped_table_or_publication_stops_the_pipeline_after_what_came_before() {
+    let (name, gone, _cleanup) = fixture("dropt", "id bigint PRIMARY KEY");
+    let (_, kept, _cleanup_kept) = fixture("keptt", "id bigint PRIMARY KEY");
+    let dir = TempDir::new("pg-dropt");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
+             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
+             tables = [\"public.{gone}\", \"public.{kept}\"]\nsnapshot = \"never\"\n\n\
+             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
+        ),
+    );
+    run_once_ok(&pipeline); // slot and publication
+    let start = || {
+        weir()
+            .arg("run")
+            .arg(&pipeline)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let lines = |table: &str| {
+        std::fs::read_to_string(dir.path().join(format!("out/public.{table}.jsonl")))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let child = start();
+    psql(&format!(
+        "INSERT INTO public.\"{gone}\" SELECT generate_series(1, 50); \
+         INSERT INTO public.\"{kept}\" SELECT generate_series(1, 5)"
+    ));
+    psql(&format!(
+        "INSERT INTO public.\"{gone}\" SELECT generate_series(51, 60); DROP TABLE public.\"{gone}\""
+    ));
+    let (code, stderr) = wait_exit(child, 60);
+    assert_eq!(
+        code,
+        Some(1),
+        "weir did not stop on the dropped table: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("public.{gone} dropped")) && stderr.contains("restart weir"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines(&gone),
+        60,
+        "changes before the drop were not all delivered"
+    );
+    assert_eq!(lines(&kept), 5);
+
+    // Restarted, it goes on with the table that is left; then the publication is dropped.
+    let child = start();
+    psql(&format!(
+        "INSERT INTO public.\"{kept}\" SELECT generate_series(6, 8)"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lines(&kept) < 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        lines(&kept),
+        8,
+        "the restarted pipeline did not go on with the kept table"
+    );
+    psql(&format!("DROP PUBLICATION weir_{name}"));
+    let (code, stderr) = wait_exit(child, 60);
+    assert_eq!(
+        code,
+        Some(1),
+        "weir did not stop on the dropped publication: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("publication \"weir_{name}\""))
+            && (stderr.contains("was dropped") || stderr.contains("does not exist")),
+        "{stderr}"
+    );
+}

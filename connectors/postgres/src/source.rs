@@ -330,7 +330,19 @@ pub struct PostgresSource {
     replay: Option<Replay>,
     /// When a standby status update was last sent.
     last_status: std::time::Instant,
+    /// The tables resolved at start (checked to still be published while streaming).
+    watched: Vec<TableId>,
+    /// When to check next that the publication and the watched tables still exist.
+    next_check: std::time::Instant,
+    /// A table or the publication is gone: the message, and the WAL position to reach first
+    /// (so every change from before the drop is delivered before the pipeline stops).
+    gone: Option<(String, Lsn)>,
+    /// The furthest WAL position the stream has shown (message starts, keepalive ends).
+    wal_seen: Lsn,
 }
+
+/// How often a streaming source checks that its publication and tables still exist.
+const TABLE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The raw messages of one in-progress streamed transaction: `[lsn u64][len u32][bytes]`.
 struct Spill {
@@ -416,7 +428,65 @@ impl PostgresSource {
             streams: HashMap::new(),
             replay: None,
             last_status: std::time::Instant::now(),
+            watched: Vec::new(),
+            next_check: std::time::Instant::now(),
+            gone: None,
+            wal_seen: 0,
         }
+    }
+
+    /// Checks that the publication exists and still publishes every table resolved at start.
+    /// A dropped table or publication is remembered with the current WAL position, which the
+    /// stream reaches once it has delivered every change from before the drop.
+    async fn check_tables(&mut self) -> Result<()> {
+        let publication = self.cfg.publication.clone();
+        let client = self.connect_sql().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1), \
+                 COALESCE((SELECT array_agg(schemaname::text || '.' || tablename::text) \
+                   FROM pg_catalog.pg_publication_tables WHERE pubname = $1), '{}'), \
+                 pg_catalog.pg_current_wal_lsn()::text",
+                &[&publication],
+            )
+            .await
+            .map_err(|e| sql_error("postgres source: checking the publication's tables", e))?;
+        let exists: bool = row.get(0);
+        let published: Vec<String> = row.get(1);
+        let lsn_text: String = row.get(2);
+        let at = parse_lsn(&lsn_text).ok_or_else(|| {
+            ConnectorError::definite(format!("postgres source: bad LSN {lsn_text:?} from server"))
+        })?;
+        let message = if !exists {
+            Some(format!(
+                "postgres source: publication {publication:?} was dropped while weir was \
+                 replicating; every change before that is delivered. Restart weir to recreate it \
+                 (changes made to the tables while it was missing are not replicated: \
+                 re-snapshot the tables if that matters)"
+            ))
+        } else {
+            let published: std::collections::HashSet<String> = published.into_iter().collect();
+            let missing: Vec<String> = self
+                .watched
+                .iter()
+                .filter(|t| !published.contains(&format!("{}.{}", t.schema, t.name)))
+                .map(|t| t.to_string())
+                .collect();
+            (!missing.is_empty()).then(|| {
+                format!(
+                    "postgres source: table(s) {} dropped (or removed from publication \
+                     {publication:?}) while weir was replicating them; every change before that \
+                     is delivered. To go on without them, restart weir (the `tables` globs are \
+                     resolved again at start); if they were recreated, restart weir to publish \
+                     them again and re-snapshot them for the rows they had",
+                    missing.join(", ")
+                )
+            })
+        };
+        if let Some(message) = message {
+            self.gone = Some((message, at));
+        }
+        Ok(())
     }
 
     fn drop_streams(&mut self) {
@@ -953,6 +1023,7 @@ impl PostgresSource {
             ReplicationEvent::XLogData {
                 start_lsn, data, ..
             } => {
+                self.wal_seen = self.wal_seen.max(start_lsn);
                 if let Some(xid) = self.in_stream {
                     // Inside a stream segment: keep everything but Stream Stop ('E') for the
                     // transaction's commit (decoded then, in commit order).
@@ -999,6 +1070,7 @@ impl PostgresSource {
                 if reply_requested {
                     self.reply_pending = true;
                 }
+                self.wal_seen = self.wal_seen.max(wal_end);
                 let p = wal_end.saturating_sub(1);
                 if self.txn.is_none() && wal_end > 0 && p >= self.last_boundary {
                     self.last_boundary = p;
@@ -1138,6 +1210,10 @@ impl Source for PostgresSource {
         self.drop_streams();
         let tables = self.resolve_tables().await?;
         self.ensure_publication(&tables).await?;
+        self.watched = tables;
+        self.gone = None;
+        self.wal_seen = 0;
+        self.next_check = std::time::Instant::now() + TABLE_CHECK_EVERY;
         if resume_lsn.is_some() && !self.slot_exists().await? {
             return Err(ConnectorError::definite(format!(
                 "postgres source: replication slot {:?} does not exist any more (dropped, or \
@@ -1204,6 +1280,13 @@ impl Source for PostgresSource {
             if let Some(item) = self.queue.pop_front() {
                 return Ok(item);
             }
+            if let Some((message, at)) = &self.gone
+                && self.wal_seen >= *at
+                && self.txn.is_none()
+                && self.replay.is_none()
+            {
+                return Err(ConnectorError::definite(message.clone()));
+            }
             if self.replay.is_some() {
                 // A long replay reads no network: keep the server from timing us out.
                 if self.last_status.elapsed() > std::time::Duration::from_secs(10) {
@@ -1213,7 +1296,18 @@ impl Source for PostgresSource {
                 self.replay_step()?;
                 continue;
             }
-            let event = self.stream_mut()?.next().await;
+            if self.gone.is_none() && std::time::Instant::now() >= self.next_check {
+                // Cancel-safe: nothing changes until the check has its answer.
+                self.check_tables().await?;
+                self.next_check = std::time::Instant::now() + TABLE_CHECK_EVERY;
+                continue;
+            }
+            let check_at = tokio::time::Instant::from_std(self.next_check);
+            let checking = self.gone.is_none();
+            let event = tokio::select! {
+                event = self.stream_mut()?.next() => event,
+                () = tokio::time::sleep_until(check_at), if checking => continue,
+            };
             let event = event.map_err(|e| self.repl_error("reading the replication stream", e))?;
             self.handle(event)?;
         }
