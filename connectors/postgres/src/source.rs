@@ -1208,6 +1208,7 @@ impl Source for PostgresSource {
         self.relations.clear();
         self.reply_pending = false;
         self.drop_streams();
+        remove_stale_spill_dirs();
         let tables = self.resolve_tables().await?;
         self.ensure_publication(&tables).await?;
         self.watched = tables;
@@ -1340,6 +1341,28 @@ impl Source for PostgresSource {
 impl Drop for PostgresSource {
     fn drop(&mut self) {
         self.drop_streams();
+        // Only when empty: another source in this process may still spill there.
+        let _ = std::fs::remove_dir(spill_dir());
+    }
+}
+
+/// Removes spill directories left by weir processes that no longer run (killed ones).
+fn remove_stale_spill_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("weir-pg-stream-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
