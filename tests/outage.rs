@@ -688,8 +688,8 @@ impl Target for MariaTarget {
         (
             self.server.sql(&format!(
                 "SET SESSION group_concat_max_len = 1073741824; \
-                 SELECT COUNT(*), MD5(IFNULL(GROUP_CONCAT(CONCAT_WS(',', {cols}) ORDER BY {key} \
-                   SEPARATOR '\\n'), '')) FROM {t}"
+                 SELECT CONCAT(COUNT(*), '|', MD5(IFNULL(GROUP_CONCAT(CONCAT_WS(',', {cols}) \
+                   ORDER BY {key} SEPARATOR '\\n'), ''))) FROM {t}"
             )),
             self.server.sql(&format!(
                 "SELECT CONCAT_WS(',', {cols}) FROM {t} ORDER BY {key}"
