@@ -8,6 +8,7 @@ mod connectors;
 mod e2e;
 mod log_crash;
 mod mysql_acceptance;
+mod outage;
 mod pg_acceptance;
 mod postgres;
 mod schemas;

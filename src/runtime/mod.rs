@@ -876,9 +876,12 @@ async fn sink_task(
     stop_all: watch::Sender<bool>,
 ) -> Result<(), RuntimeError> {
     let mut backoff = Backoff::new();
+    // Only the first session is "starting": a reconnect after a failure stays "retrying"
+    // (unhealthy) until the session is connected and running, so /healthz does not report a
+    // sink whose target is still down as healthy while a connection attempt hangs.
+    st.set_state(SinkState::Starting);
     loop {
         let mut progressed = false;
-        st.set_state(SinkState::Starting);
         let result = sink_session(
             &log,
             &st,
