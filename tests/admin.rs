@@ -300,6 +300,27 @@ fn a_failing_sink_makes_healthz_503_without_leaking_secrets() {
     }
 }
 
+/// Sends a startup packet and returns the server's first authentication request: (code,
+/// payload as text), e.g. (10, "SCRAM-SHA-256\0\0") for SASL.
+fn auth_request(port: u16) -> (u32, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    body.extend_from_slice(b"user\0weir\0database\0weir\0\0");
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    s.write_all(&packet).unwrap();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], b'R', "not an authentication request");
+    let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len - 4];
+    s.read_exact(&mut rest).unwrap();
+    let code = u32::from_be_bytes(rest[..4].try_into().unwrap());
+    (code, String::from_utf8_lossy(&rest[4..]).into_owned())
+}
+
 /// Connects to admin SQL as user `weir`.
 async fn sql_connect(
     port: u16,
@@ -360,6 +381,9 @@ fn admin_sql_views_pause_resume_and_psql() {
                 }
             }
         };
+
+        // The server asks for SCRAM-SHA-256 (not MD5 or a cleartext password).
+        assert_eq!(auth_request(port), (10, "SCRAM-SHA-256\0\0".to_string()));
 
         // A wrong password is refused.
         let Err(e) = sql_connect(port, "wrong").await else {

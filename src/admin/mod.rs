@@ -22,6 +22,7 @@
 //! admin password only checks logins).
 
 mod http;
+mod scram;
 mod sql;
 
 use crate::config::PipelineConfig;
@@ -87,7 +88,7 @@ pub async fn start(
             .await
             .with_context(|| format!("[admin] listen: cannot listen on {addr}"))?;
         let bound = listener.local_addr().unwrap_or(addr);
-        tracing::info!(address = %bound, "admin SQL (PostgreSQL protocol, MD5 password): SELECT * FROM weir.pipeline | weir.sinks | weir.stages | weir.tables | weir.changes");
+        tracing::info!(address = %bound, "admin SQL (PostgreSQL protocol, SCRAM-SHA-256 password): SELECT * FROM weir.pipeline | weir.sinks | weir.stages | weir.tables | weir.changes");
         let password = cfg.admin.password.clone().unwrap_or_default();
         admin.tasks.push(tokio::spawn(sql::serve(
             listener,

@@ -1,8 +1,7 @@
 //! Admin SQL over the PostgreSQL wire protocol (`[admin] listen`), with `pgwire`.
 //!
-//! - Authentication: MD5 password against `[admin] password`, any user name. (pgwire offers
-//!   SCRAM-SHA-256 only together with its TLS stack, ring/rustls/x509, which this build does
-//!   not carry; MD5 needs nothing more. Listen on loopback.)
+//! - Authentication: SCRAM-SHA-256 against `[admin] password`, any user name
+//!   ([`super::scram`]; no TLS, so listen on loopback or a trusted network).
 //! - Simple and extended query protocol; results are typed (`text`, `int8`, `float8`,
 //!   `bool`, in text or binary format as the client asks).
 //! - What is understood (case-insensitive, optional trailing `;`):
@@ -16,15 +15,13 @@
 
 use super::Context;
 use async_trait::async_trait;
-use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -80,7 +77,7 @@ impl PgWireServerHandlers for Handlers {
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         let mut params = DefaultServerParameterProvider::default();
         params.server_version = format!("16.0 (weir {})", env!("CARGO_PKG_VERSION"));
-        Arc::new(Md5PasswordAuthStartupHandler::new(
+        Arc::new(super::scram::ScramStartup::new(
             Arc::clone(&self.auth),
             Arc::new(params),
         ))
@@ -88,24 +85,11 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// The admin password (never printed).
-struct Secret(String);
+pub(crate) struct Secret(pub(crate) String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(****)")
-    }
-}
-
-#[async_trait]
-impl AuthSource for Secret {
-    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        // A fresh random salt per connection (RandomState is seeded from the OS).
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(std::process::id().into());
-        let salt = h.finish().to_le_bytes()[..4].to_vec();
-        let user = login.user().unwrap_or_default();
-        let hashed = hash_md5_password(user, &self.0, &salt);
-        Ok(Password::new(Some(salt), hashed.into_bytes()))
     }
 }
 
