@@ -112,12 +112,33 @@ if ! command -v tansu >/dev/null 2>&1; then
     { tail -n 30 /tmp/weir-tansu-install.log; log "tansu install failed"; exit 1; }
 fi
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+stop_tansu() { # SIGTERM, then SIGKILL: a busy tansu 0.6 may not stop on SIGTERM
+  local pattern='tansu broker --listener-url tcp://127.0.0.1:9092'
+  pkill -f "$pattern" || true
+  for _ in $(seq 10); do pgrep -f "$pattern" >/dev/null || break; sleep 1; done
+  pkill -9 -f "$pattern" || true
+  for _ in $(seq 30); do pgrep -f "$pattern" >/dev/null || port_open 9092 || break; sleep 1; done
+}
+apt_install sqlite3
+TANSU_DB=/var/lib/weir-tansu/tansu.db
 # tansu 0.6 can lose its storage task and keep the port open while failing every request
 # ("UnableToSend" in its log): restart it then.
 if port_open 9092 && grep -qE 'UnableToSend|SendError' /var/log/weir-tansu.log 2>/dev/null; then
   log "tansu on 127.0.0.1:9092 lost its storage; restarting it"
-  pkill -f 'tansu broker --listener-url tcp://127.0.0.1:9092' || true
-  for _ in $(seq 30); do port_open 9092 || break; sleep 1; done
+  stop_tansu
+fi
+# The broker's storage is scratch for the tests (each uses its own topics). tansu 0.6 reads
+# records through an unindexed `header` table, so reads slow down as it grows: start over
+# with an empty database once it is large.
+header_table() { sqlite3 "$TANSU_DB" "select count(*) from sqlite_master where name = 'header'" 2>/dev/null | grep -qx 1; }
+if [ -f "$TANSU_DB" ] && [ "$(stat -c %s "$TANSU_DB")" -gt $((64 * 1024 * 1024)) ]; then
+  log "tansu storage over 64 MiB; starting the broker over with an empty one"
+  stop_tansu
+  rm -f "$TANSU_DB" "$TANSU_DB-wal" "$TANSU_DB-shm"
+elif port_open 9092 && ! header_table; then
+  log "tansu runs without its storage file; restarting it with an empty one"
+  stop_tansu
+  rm -f "$TANSU_DB" "$TANSU_DB-wal" "$TANSU_DB-shm"
 fi
 if ! port_open 9092; then
   log "starting tansu on 127.0.0.1:9092"
@@ -129,6 +150,11 @@ if ! port_open 9092; then
     --storage-engine sqlite://tansu.db) >/var/log/weir-tansu.log 2>&1 </dev/null &
   wait_for tansu 60 port_open 9092 || { tail -n 20 /var/log/weir-tansu.log; exit 1; }
 fi
+# The index tansu lacks: a record's headers by (topition, offset_id).
+wait_for "tansu's schema" 30 header_table || { log "tansu created no header table"; exit 1; }
+sqlite3 -cmd '.timeout 30000' "$TANSU_DB" \
+  'CREATE INDEX IF NOT EXISTS weir_header_record ON header (topition, offset_id)' ||
+  { log "cannot index tansu's header table"; exit 1; }
 fi
 
 cat <<INFO
