@@ -206,6 +206,7 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<KMsg> {
     let mut eof = std::collections::HashSet::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut errors = 0u32;
     while eof.len() < parts {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         match c.poll(Duration::from_millis(200)) {
@@ -213,7 +214,14 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<KMsg> {
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 eof.insert(p);
             }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            // tansu drops connections now and then; librdkafka reconnects and resumes.
+            Some(Err(e)) => {
+                errors += 1;
+                assert!(errors < 1000, "reading {topic}: {e}");
+                if errors % 50 == 1 {
+                    eprintln!("reading {topic}: {e} (retrying)");
+                }
+            }
             Some(Ok(m)) => {
                 let mut headers = BTreeMap::new();
                 if let Some(hs) = m.headers() {
@@ -713,7 +721,7 @@ fn pgbench_kafka_crash_test(
     }
     assert!(bench_status.success(), "pgbench failed: {bench_err}");
     let killed_at = started.elapsed();
-    instances.push(run_once_within(&pipeline, &log, Duration::from_secs(120)));
+    instances.push(run_once_within(&pipeline, &log, Duration::from_secs(240)));
     let caught_up_at = started.elapsed();
 
     // Read every topic back, read_committed.
