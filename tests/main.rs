@@ -6,6 +6,7 @@ mod common;
 mod config_errors;
 mod connectors;
 mod e2e;
+mod kafka_acceptance;
 mod log_crash;
 mod mysql_acceptance;
 mod outage;
