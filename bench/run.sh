@@ -5,7 +5,7 @@
 #        bench/run.sh mysql [EVENTS] [ROUNDS]   (needs MariaDB on 127.0.0.1:3306; makes a python venv)
 #        bench/run.sh stages [EVENTS] [SLEEP_SECONDS]   (needs PostgreSQL on 127.0.0.1:5432)
 #        bench/run.sh sql [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]   (needs PostgreSQL on 127.0.0.1:5432)
-#        bench/run.sh kafka [EVENTS] [ROUNDS] [LATENCY_SECONDS]   (needs PostgreSQL on 5432, a Kafka broker on 9092)
+#        bench/run.sh kafka [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]   (needs PostgreSQL on 5432, a Kafka broker on 9092)
 # WEIR_BENCH_PROFILE=dev uses the test profile's build instead of a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ if [ "${1:-}" = sql ]; then
 fi
 if [ "${1:-}" = kafka ]; then
     shift
-    exec "$BIN/weir-bench" kafka "$BIN/weir" "${1:-200000}" "${2:-3}" "${3:-20}"
+    exec "$BIN/weir-bench" kafka "$BIN/weir" "${1:-100000}" "${2:-3}" "${3:-20}" "${4:-5000}"
 fi
 if [ "${1:-}" = stages ]; then
     shift

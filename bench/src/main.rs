@@ -19,7 +19,7 @@
 //!        weir-bench mysql WEIR_BINARY [EVENTS] [ROUNDS] [PYTHON]
 //!        weir-bench stages WEIR_BINARY [EVENTS] [SLEEP_SECONDS]
 //!        weir-bench sql WEIR_BINARY [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]
-//!        weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS]
+//!        weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -93,7 +93,7 @@ fn main() -> Result<()> {
     }
     if args.peek().is_some_and(|a| a == "kafka") {
         args.next();
-        let usage = "usage: weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS]";
+        let usage = "usage: weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]";
         let weir = PathBuf::from(args.next().context(usage)?);
         let mut num = |default: u64| -> Result<u64> {
             Ok(args
@@ -104,9 +104,10 @@ fn main() -> Result<()> {
         };
         let cfg = kafka::KafkaBench {
             weir,
-            events: num(200_000)?,
+            events: num(100_000)?,
             rounds: u32::try_from(num(3)?)?,
             latency_secs: num(20)?,
+            rate: num(5000)?,
         };
         println!(
             "# weir Kafka sink benchmark ({} cores)",

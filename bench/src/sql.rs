@@ -108,7 +108,8 @@ impl Peer {
         )?;
         let opts = format!(
             "-p {port} -c listen_addresses={HOST} -c unix_socket_directories={} \
-             -c max_logical_replication_workers=8 -c max_worker_processes=16",
+             -c max_logical_replication_workers=8 -c max_worker_processes=16 \
+             -c wal_retrieve_retry_interval=100ms",
             dir.display()
         );
         run_ok(
@@ -349,6 +350,7 @@ async fn native(
         ))
         .await?;
     let mut apply = 0.0;
+    let mut worker_at = None;
     loop {
         let r = target
             .query(
@@ -369,6 +371,7 @@ async fn native(
             .map(|r| r.get::<_, i32>(0))
         {
             apply = proc_cpu(&pid.to_string(), false).unwrap_or(apply);
+            worker_at.get_or_insert_with(|| start.elapsed().as_secs_f64());
         }
         ensure!(
             start.elapsed() < Duration::from_secs(1800),
@@ -384,6 +387,9 @@ async fn native(
              DROP SUBSCRIPTION sub",
         )
         .await?;
+    if let Some(w) = worker_at {
+        println!("  (native: apply worker running {w:.2} s after CREATE SUBSCRIPTION)");
+    }
     let checked = check_target(&target, &b.sums, "native replication").await;
     drop(target);
     drop_slot(src, &slot).await?;
@@ -588,12 +594,19 @@ async fn bench(cfg: &SqlBench, ctx: &Ctx, admin: &Client) -> Result<()> {
         let (mut rate, mut cpu) = (vec![], vec![]);
         for r in 1..=cfg.rounds {
             println!("round {r}:");
+            // A pause before each contender, so one's leftovers (checkpoints, autovacuum,
+            // the launcher's start interval) do not land on the other.
+            let settle = || tokio::time::sleep(Duration::from_secs(2));
             let (nat, wr) = if r % 2 == 1 {
+                settle().await;
                 let n = native(ctx, &b, &src, &peer, r).await?;
+                settle().await;
                 let w = weir_run(ctx, &b, &src, &peer, r).await?;
                 (n, w)
             } else {
+                settle().await;
                 let w = weir_run(ctx, &b, &src, &peer, r).await?;
+                settle().await;
                 let n = native(ctx, &b, &src, &peer, r).await?;
                 (n, w)
             };
