@@ -209,21 +209,35 @@ async fn create_topic(topic: &str, parts: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
         .create()?;
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(topic, parts, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    for x in r {
-        if let Err((t, e)) = x {
-            ensure!(
-                e == RDKafkaErrorCode::TopicAlreadyExists,
-                "creating {t}: {e}"
-            );
+    let opts = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(60)))
+        .operation_timeout(Some(Duration::from_secs(60)));
+    // The shared broker is sometimes slow to answer: a few tries.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let r = admin
+            .create_topics(
+                &[NewTopic::new(topic, parts, TopicReplication::Fixed(1))],
+                &opts,
+            )
+            .await;
+        match r {
+            Ok(r) => {
+                for x in r {
+                    if let Err((t, e)) = x {
+                        ensure!(
+                            e == RDKafkaErrorCode::TopicAlreadyExists,
+                            "creating {t}: {e}"
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if tries < 4 => eprintln!("creating {topic}: {e}; retrying"),
+            Err(e) => bail!("creating {topic}: {e}"),
         }
     }
-    Ok(())
 }
 
 /// The plain producer: the same messages and keys, weir's settings. (seconds, CPU s).
