@@ -18,7 +18,10 @@
 //!      slot_name = <copy>)`, timed from the `CREATE` until the marker row is visible on the
 //!      target (applied in commit order, so everything before it is there too);
 //!    - **weir**: `weir run --once` (postgres source, `snapshot = "never"`, that slot →
-//!      staging log → postgres sink into its database), timed as the process's wall time;
+//!      staging log → postgres sink into its database), timed from the process's start until
+//!      the marker row is visible on the target, like native (process exit comes later:
+//!      `--once` reads on to the server's flush position at its start, which on the shared
+//!      server includes other databases' WAL written since the backlog; shown apart);
 //! 4. every table of both targets is compared with the source: row count and an md5 of all rows
 //!    as text in a fixed order. A mismatch fails the bench.
 //!
@@ -446,7 +449,10 @@ async fn weir_run(
     let mut cmd = Command::new(&ctx.weir);
     cmd.args(["run", "--once"])
         .arg(&file)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("WEIR_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let before = proc_cpu("self", true).unwrap_or(0.0) - proc_cpu("self", false).unwrap_or(0.0);
@@ -455,15 +461,30 @@ async fn weir_run(
     let mut child = cmd.spawn().context("starting weir")?;
     let pid = child.id();
     let mut rss = 0;
+    // The same end as native's: the marker row visible on the target. `--once` then goes on
+    // reading the WAL up to the server's flush position at its start, which on a shared
+    // server includes other databases' WAL written after the backlog: that tail is timed
+    // separately (process exit).
+    let mut marker_at = None;
     let status = loop {
         if let Some(s) = child.try_wait()? {
             break s;
         }
         rss = rss.max(vm_hwm(pid));
         cpu.sample(src, &ctx.src_db, &target, &db).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if marker_at.is_none()
+            && target
+                .query("SELECT 1 FROM public.bench_marker WHERE id = $1", &[&b.marker])
+                .await
+                .is_ok_and(|r| !r.is_empty())
+        {
+            marker_at = Some(start.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let secs = start.elapsed().as_secs_f64();
+    let exit = start.elapsed().as_secs_f64();
+    let secs = marker_at.unwrap_or(exit);
+    println!("  (weir: marker on the target after {secs:.2} s, process exit after {exit:.2} s)");
     let after = proc_cpu("self", true).unwrap_or(0.0) - proc_cpu("self", false).unwrap_or(0.0);
     let result = if status.success() {
         check_target(&target, &b.sums, "weir").await
