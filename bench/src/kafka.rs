@@ -139,7 +139,10 @@ fn render(weir: &Path, dir: &Path, events: u64) -> Result<Vec<Msg>> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .status()?;
-    ensure!(status.success(), "weir run --once (file sink) failed: {status}");
+    ensure!(
+        status.success(),
+        "weir run --once (file sink) failed: {status}"
+    );
     let text = std::fs::read_to_string(dir.join("out/datagen.t0.jsonl"))?;
     let mut out = Vec::new();
     for line in text.lines() {
@@ -435,7 +438,10 @@ async fn latency_measure(
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     while count(&watcher)? < 1 {
-        ensure!(Instant::now() < deadline, "the warm-up row never reached Kafka");
+        ensure!(
+            Instant::now() < deadline,
+            "the warm-up row never reached Kafka"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The watcher: (time since start, messages in the topic), every few milliseconds.
@@ -487,9 +493,14 @@ async fn latency_measure(
         }
     }
     done.store(true, Ordering::Relaxed);
-    let seen = seen.join().map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    let seen = seen
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
     let last = seen.last().map_or(0, |x| x.1);
-    ensure!(last == want, "the topic holds {last} messages, expected {want}");
+    ensure!(
+        last == want,
+        "the topic holds {last} messages, expected {want}"
+    );
     // Each transaction's latency: the first sample with all its rows in the topic, minus
     // its commit (the INSERT's acknowledgement). The topic fills in source order (one
     // idempotent producer), so "count >= rows up to here" means this transaction is in.
@@ -499,7 +510,10 @@ async fn latency_measure(
         while j < seen.len() && seen[j].1 < *need {
             j += 1;
         }
-        ensure!(j < seen.len(), "transaction ending at row {need} never seen");
+        ensure!(
+            j < seen.len(),
+            "transaction ending at row {need} never seen"
+        );
         lat.push(((seen[j].0 - t) * 1000.0).max(0.0));
     }
     lat.sort_by(f64::total_cmp);
@@ -577,9 +591,16 @@ async fn throughput(cfg: &KafkaBench, base: &Path) -> Result<()> {
             (run_weir().await??, p)
         };
         let got = count_topic(&counter, &w.3)?;
-        ensure!(got as u64 == n, "weir's topic {} holds {got} messages, expected {n}", w.3);
+        ensure!(
+            got as u64 == n,
+            "weir's topic {} holds {got} messages, expected {n}",
+            w.3
+        );
         let got = count_topic(&counter, &plain_topic)?;
-        ensure!(got as u64 == n, "the plain topic holds {got} messages, expected {n}");
+        ensure!(
+            got as u64 == n,
+            "the plain topic holds {got} messages, expected {n}"
+        );
         let (wsecs, wcpu, rss, _) = w;
         let (psecs, pcpu) = p;
         println!(
@@ -596,6 +617,9 @@ async fn throughput(cfg: &KafkaBench, base: &Path) -> Result<()> {
         println!("  ratio weir / plain (events/s): {:.2}", psecs / wsecs);
         ratios.push(psecs / wsecs);
     }
-    crate::pg::summary("(h1) weir / plain producer, events/s [aim >= 0.7]", &mut ratios);
+    crate::pg::summary(
+        "(h1) weir / plain producer, events/s [aim >= 0.7]",
+        &mut ratios,
+    );
     Ok(())
 }

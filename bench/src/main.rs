@@ -30,9 +30,9 @@ use weir::datagen::{Datagen, Generator};
 use weir::log::{LogOptions, StagingLog, WriteOp};
 use weir_api::ChangeEvent;
 
+mod kafka;
 mod measure;
 mod mysql;
-mod kafka;
 mod pg;
 mod sql;
 mod stages;
@@ -67,7 +67,8 @@ fn main() -> Result<()> {
     }
     if args.peek().is_some_and(|a| a == "sql") {
         args.next();
-        let usage = "usage: weir-bench sql WEIR_BINARY [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]";
+        let usage =
+            "usage: weir-bench sql WEIR_BINARY [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]";
         let weir = PathBuf::from(args.next().context(usage)?);
         let mut num = |default: u64| -> Result<u64> {
             Ok(args
@@ -93,7 +94,8 @@ fn main() -> Result<()> {
     }
     if args.peek().is_some_and(|a| a == "kafka") {
         args.next();
-        let usage = "usage: weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]";
+        let usage =
+            "usage: weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]";
         let weir = PathBuf::from(args.next().context(usage)?);
         let mut num = |default: u64| -> Result<u64> {
             Ok(args

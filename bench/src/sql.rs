@@ -98,7 +98,11 @@ impl Peer {
             .context("no free port for the target cluster")?;
         let dir = base.join("peer");
         std::fs::create_dir_all(&dir)?;
-        run_ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(base))?;
+        run_ok(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(base),
+        )?;
         let as_pg = |bin: &str| {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(pg_bin(bin));
@@ -106,7 +110,15 @@ impl Peer {
         };
         run_ok(
             as_pg("initdb")
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-D"])
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "-D",
+                ])
                 .arg(dir.join("data")),
         )?;
         let opts = format!(
@@ -221,8 +233,23 @@ async fn prepare(ctx: &Ctx, src: &Client, peer: &Client, kind: &'static str) -> 
     )?;
     run_ok(
         Command::new(pg_bin("psql"))
-            .args(["-h", HOST, "-p", &ctx.peer.port.to_string(), "-U", "postgres"])
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &template_db, "-f"])
+            .args([
+                "-h",
+                HOST,
+                "-p",
+                &ctx.peer.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &template_db,
+                "-f",
+            ])
             .arg(&dump)
             .stdout(Stdio::null()),
     )?;
@@ -336,11 +363,8 @@ async fn native(
     let slot = format!("weir_sqlb_n_{}_{round}_{}", b.kind, ctx.tag);
     peer.batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
         .await?;
-    peer.batch_execute(&format!(
-        "CREATE DATABASE {db} TEMPLATE {}",
-        b.template_db
-    ))
-    .await?;
+    peer.batch_execute(&format!("CREATE DATABASE {db} TEMPLATE {}", b.template_db))
+        .await?;
     copy_slot(src, &b.template_slot, &slot, "pgoutput").await?;
     let target = connect(ctx.peer.port, &db).await?;
     let mut cpu = Sampler::new();
@@ -421,11 +445,8 @@ async fn weir_run(
     let slot = format!("weir_sqlb_w_{}_{round}_{}", b.kind, ctx.tag);
     peer.batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
         .await?;
-    peer.batch_execute(&format!(
-        "CREATE DATABASE {db} TEMPLATE {}",
-        b.template_db
-    ))
-    .await?;
+    peer.batch_execute(&format!("CREATE DATABASE {db} TEMPLATE {}", b.template_db))
+        .await?;
     copy_slot(src, &b.template_slot, &slot, "pgoutput").await?;
     let dir = ctx.base.join(format!("weir_{}_{round}", b.kind));
     std::fs::create_dir_all(&dir)?;
@@ -474,7 +495,10 @@ async fn weir_run(
         cpu.sample(src, &ctx.src_db, &target, &db).await;
         if marker_at.is_none()
             && target
-                .query("SELECT 1 FROM public.bench_marker WHERE id = $1", &[&b.marker])
+                .query(
+                    "SELECT 1 FROM public.bench_marker WHERE id = $1",
+                    &[&b.marker],
+                )
                 .await
                 .is_ok_and(|r| !r.is_empty())
         {
@@ -671,10 +695,7 @@ async fn bench(cfg: &SqlBench, ctx: &Ctx, admin: &Client) -> Result<()> {
     println!("## summary: weir / native (higher is better)");
     for (kind, mut rate, mut cpu) in ratios {
         let aim = if kind == "pgbench" { "1.5" } else { "1.0" };
-        summary(
-            &format!("[{kind}] events/s [aim >= {aim}]"),
-            &mut rate,
-        );
+        summary(&format!("[{kind}] events/s [aim >= {aim}]"), &mut rate);
         summary(&format!("[{kind}] events per CPU-s"), &mut cpu);
     }
     Ok(())
