@@ -16,6 +16,9 @@
 //!      a watcher thread polls the topic's high watermarks (messages the broker has
 //!      acknowledged) every ~2 ms plus the request time, and each transaction's latency is the
 //!      first sample holding all its rows minus the time its INSERT was acknowledged.
+//!      **Peer:** a plain producer (weir's settings) sending as many ~300-byte messages at the
+//!      same pace, each message's time from `send` to its delivery report (the broker's own
+//!      acknowledgement latency at that rate).
 
 use crate::measure::{proc_cpu, vm_hwm};
 use anyhow::{Context, Result, bail, ensure};
@@ -534,6 +537,79 @@ async fn latency_measure(
     Ok(())
 }
 
+/// Records each message's send → acknowledgement time.
+struct Timer {
+    lat: std::sync::Mutex<Vec<f64>>,
+    failed: AtomicU64,
+}
+impl ClientContext for Timer {}
+impl ProducerContext for Timer {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
+        match r {
+            Ok(_) => self
+                .lat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(sent.elapsed().as_secs_f64() * 1000.0),
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The latency peer: a plain producer (weir's settings) sending the same number of ~300-byte
+/// messages at the same pace; each message's time from `send` to its delivery report.
+async fn plain_latency(cfg: &KafkaBench, topic: &str) -> Result<()> {
+    create_topic(topic, 3).await?;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", BROKERS)
+        .set("client.id", "weir-bench-plain-latency");
+    for (k, v) in PRODUCER {
+        c.set(k, v);
+    }
+    let p: BaseProducer<Timer> = c.create_with_context(Timer {
+        lat: std::sync::Mutex::new(Vec::new()),
+        failed: AtomicU64::new(0),
+    })?;
+    let per_txn = (cfg.rate / 100).max(1);
+    let n = cfg.latency_secs * per_txn * 100;
+    let payload = vec![b'x'; 300];
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..n / per_txn {
+        tick.tick().await;
+        for j in 0..per_txn {
+            let key = (i * per_txn + j).to_string();
+            let rec = BaseRecord::with_opaque_to(topic, Box::new(Instant::now()))
+                .key(key.as_bytes())
+                .payload(payload.as_slice());
+            if let Err((e, _)) = p.send(rec) {
+                bail!("producing to {topic}: {e}");
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(120))?;
+    let ctx = p.context();
+    let mut lat = std::mem::take(&mut *ctx.lat.lock().unwrap_or_else(|e| e.into_inner()));
+    ensure!(
+        lat.len() as u64 == n && ctx.failed.load(Ordering::Relaxed) == 0,
+        "plain producer: {} of {n} acknowledged",
+        lat.len()
+    );
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "  peer: plain producer at the same pace, send -> ack, ms, over {n} messages: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        pct(&lat, 0.5),
+        pct(&lat, 0.9),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0)
+    );
+    Ok(())
+}
+
 pub async fn run(cfg: KafkaBench) -> Result<()> {
     let tag = std::process::id();
     std::net::TcpStream::connect_timeout(&BROKERS.parse()?, Duration::from_secs(3))
@@ -549,6 +625,7 @@ pub async fn run(cfg: KafkaBench) -> Result<()> {
                 cfg.rate
             );
             latency(&cfg, &base).await?;
+            plain_latency(&cfg, &format!("wkl{tag}_plain")).await?;
         }
         Ok(())
     }
