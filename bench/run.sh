@@ -4,6 +4,8 @@
 #        bench/run.sh pg [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]   (needs PostgreSQL on 127.0.0.1:5432)
 #        bench/run.sh mysql [EVENTS] [ROUNDS]   (needs MariaDB on 127.0.0.1:3306; makes a python venv)
 #        bench/run.sh stages [EVENTS] [SLEEP_SECONDS]   (needs PostgreSQL on 127.0.0.1:5432)
+#        bench/run.sh sql [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]   (needs PostgreSQL on 127.0.0.1:5432)
+#        bench/run.sh kafka [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]   (needs PostgreSQL on 5432, a Kafka broker on 9092)
 # WEIR_BENCH_PROFILE=dev uses the test profile's build instead of a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,16 @@ if [ "${WEIR_BENCH_PROFILE:-release}" = dev ]; then
 else
     cargo build --release --quiet -p weir -p weir-bench --bins
     BIN="$CARGO_TARGET_DIR/release"
+fi
+# sql and kafka use the shared servers as they are (never restarted from here: other runs use
+# them); they fail with a message when one is not reachable.
+if [ "${1:-}" = sql ]; then
+    shift
+    exec "$BIN/weir-bench" sql "$BIN/weir" "${1:-5000}" "${2:-2000}" "${3:-3}"
+fi
+if [ "${1:-}" = kafka ]; then
+    shift
+    exec "$BIN/weir-bench" kafka "$BIN/weir" "${1:-100000}" "${2:-3}" "${3:-20}" "${4:-5000}"
 fi
 if [ "${1:-}" = stages ]; then
     shift

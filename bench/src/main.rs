@@ -11,11 +11,15 @@
 //! (e) MySQL/MariaDB source against python `mysql-replication` and `mariadb-binlog`: see
 //!     `mysql.rs`.
 //! (f) `weir.stages` with a deliberately slow PostgreSQL sink: see `stages.rs`.
+//! (g) PostgreSQL sink drain rate against native logical replication: see `sql.rs`.
+//! (h) Kafka sink against a plain rdkafka producer, and commit → ack latency: see `kafka.rs`.
 //!
 //! Usage: weir-bench WEIR_BINARY [EVENTS]
 //!        weir-bench pg WEIR_BINARY [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]
 //!        weir-bench mysql WEIR_BINARY [EVENTS] [ROUNDS] [PYTHON]
 //!        weir-bench stages WEIR_BINARY [EVENTS] [SLEEP_SECONDS]
+//!        weir-bench sql WEIR_BINARY [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]
+//!        weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -26,9 +30,11 @@ use weir::datagen::{Datagen, Generator};
 use weir::log::{LogOptions, StagingLog, WriteOp};
 use weir_api::ChangeEvent;
 
+mod kafka;
 mod measure;
 mod mysql;
 mod pg;
+mod sql;
 mod stages;
 
 fn main() -> Result<()> {
@@ -58,6 +64,61 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(pg::run(cfg));
+    }
+    if args.peek().is_some_and(|a| a == "sql") {
+        args.next();
+        let usage =
+            "usage: weir-bench sql WEIR_BINARY [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]";
+        let weir = PathBuf::from(args.next().context(usage)?);
+        let mut num = |default: u64| -> Result<u64> {
+            Ok(args
+                .next()
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(default))
+        };
+        let cfg = sql::SqlBench {
+            weir,
+            pgbench_txns: num(5000)?,
+            bulk_txns: num(2000)?,
+            rounds: u32::try_from(num(3)?)?,
+        };
+        println!(
+            "# weir SQL sink vs native logical replication ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(sql::run(cfg));
+    }
+    if args.peek().is_some_and(|a| a == "kafka") {
+        args.next();
+        let usage =
+            "usage: weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]";
+        let weir = PathBuf::from(args.next().context(usage)?);
+        let mut num = |default: u64| -> Result<u64> {
+            Ok(args
+                .next()
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(default))
+        };
+        let cfg = kafka::KafkaBench {
+            weir,
+            events: num(100_000)?,
+            rounds: u32::try_from(num(3)?)?,
+            latency_secs: num(20)?,
+            rate: num(5000)?,
+        };
+        println!(
+            "# weir Kafka sink benchmark ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(kafka::run(cfg));
     }
     if args.peek().is_some_and(|a| a == "stages") {
         args.next();

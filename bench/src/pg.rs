@@ -39,40 +39,40 @@ pub struct PgBench {
 
 /// What one contender's run cost.
 #[derive(Clone, Copy, Default)]
-struct Cost {
-    secs: f64,
+pub(crate) struct Cost {
+    pub(crate) secs: f64,
     /// CPU seconds of the client process (pg_recvlogical, psql, weir, or this process).
-    client_cpu: f64,
+    pub(crate) client_cpu: f64,
     /// CPU seconds of the server backends (walsender, COPY backends) serving it.
-    server_cpu: f64,
+    pub(crate) server_cpu: f64,
     /// Peak RSS of the client, bytes (0 when not measured).
-    rss: u64,
+    pub(crate) rss: u64,
 }
 
 impl Cost {
-    fn rate(&self, n: u64) -> f64 {
+    pub(crate) fn rate(&self, n: u64) -> f64 {
         n as f64 / self.secs
     }
-    fn per_cpu(&self, n: u64) -> f64 {
+    pub(crate) fn per_cpu(&self, n: u64) -> f64 {
         n as f64 / self.client_cpu.max(0.01)
     }
-    fn per_total_cpu(&self, n: u64) -> f64 {
+    pub(crate) fn per_total_cpu(&self, n: u64) -> f64 {
         n as f64 / (self.client_cpu + self.server_cpu).max(0.01)
     }
 }
 
 /// Samples the CPU of every backend of the bench database except the monitor's own.
-struct ServerCpu {
+pub(crate) struct ServerCpu {
     last: HashMap<i32, f64>,
 }
 
 impl ServerCpu {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ServerCpu {
             last: HashMap::new(),
         }
     }
-    async fn sample(&mut self, mon: &Client, db: &str) -> Result<()> {
+    pub(crate) async fn sample(&mut self, mon: &Client, db: &str) -> Result<()> {
         let rows = mon
             .query(
                 "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -87,7 +87,7 @@ impl ServerCpu {
         }
         Ok(())
     }
-    fn total(&self) -> f64 {
+    pub(crate) fn total(&self) -> f64 {
         self.last.values().sum()
     }
 }
@@ -130,12 +130,12 @@ async fn run_child(mut cmd: Command, mon: &Client, db: &str) -> Result<Cost> {
     })
 }
 
-fn pg_bin(name: &str) -> PathBuf {
+pub(crate) fn pg_bin(name: &str) -> PathBuf {
     let p = Path::new("/usr/lib/postgresql/15/bin").join(name);
     if p.exists() { p } else { PathBuf::from(name) }
 }
 
-fn min(v: &[f64]) -> f64 {
+pub(crate) fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
@@ -162,7 +162,7 @@ struct Setup {
     end: u64,
 }
 
-fn parse_lsn(s: &str) -> Option<u64> {
+pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
@@ -283,7 +283,7 @@ async fn setup(admin: &Client, cfg: &PgBench) -> Result<Setup> {
     })
 }
 
-async fn copy_slot(c: &Client, from: &str, to: &str, plugin: &str) -> Result<()> {
+pub(crate) async fn copy_slot(c: &Client, from: &str, to: &str, plugin: &str) -> Result<()> {
     c.execute(
         "SELECT pg_copy_logical_replication_slot($1, $2, false, $3)",
         &[&from, &to, &plugin],
@@ -292,7 +292,7 @@ async fn copy_slot(c: &Client, from: &str, to: &str, plugin: &str) -> Result<()>
     Ok(())
 }
 
-async fn drop_slot(c: &Client, slot: &str) -> Result<()> {
+pub(crate) async fn drop_slot(c: &Client, slot: &str) -> Result<()> {
     // The walsender may take a moment to let go of the slot.
     for _ in 0..100 {
         let r = c
@@ -487,7 +487,7 @@ fn line(what: &str, c: &Cost, n: u64) -> String {
     s
 }
 
-fn summary(name: &str, v: &mut [f64]) {
+pub(crate) fn summary(name: &str, v: &mut [f64]) {
     let lo = min(v);
     println!(
         "  {name:<44} min {lo:.2}  median {:.2}  ({} rounds: {})",
