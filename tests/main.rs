@@ -13,5 +13,6 @@ mod outage;
 mod pg_acceptance;
 mod postgres;
 mod schemas;
+mod source_faults;
 mod sql_sinks;
 mod status_page;

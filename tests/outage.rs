@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------- helpers
 
 /// A free loopback port (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -64,7 +64,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// One series of the Prometheus text from `/metrics` (`name` with its labels), if present.
-fn metric(port: u16, series: &str) -> Option<f64> {
+pub(crate) fn metric(port: u16, series: &str) -> Option<f64> {
     let (status, body) = http_get(port, "/metrics")?;
     assert_eq!(status, 200, "/metrics: {body}");
     body.lines()
@@ -72,7 +72,7 @@ fn metric(port: u16, series: &str) -> Option<f64> {
 }
 
 /// Polls `f` every 200 ms until it returns Some, for at most `secs` seconds.
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -115,7 +115,7 @@ fn pgbench(db: &str) -> Command {
 }
 
 /// A child process SIGKILLed and reaped when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -213,13 +213,13 @@ const PGBENCH_KEYED: [(&str, &str, &str); 3] = [
 ];
 
 /// `weir run PIPELINE`, stderr appended to `log`; SIGKILLed when dropped.
-struct WeirRun {
-    proc: Proc,
+pub(crate) struct WeirRun {
+    pub(crate) proc: Proc,
     log: PathBuf,
 }
 
 impl WeirRun {
-    fn start(pipeline: &Path) -> Self {
+    pub(crate) fn start(pipeline: &Path) -> Self {
         let log = pipeline.with_extension("run.log");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -240,19 +240,19 @@ impl WeirRun {
         }
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Panics (with the log) when weir has exited.
-    fn assert_running(&mut self, when: &str) {
+    pub(crate) fn assert_running(&mut self, when: &str) {
         if let Some(status) = self.proc.0.try_wait().unwrap() {
             panic!("weir run exited {when} ({status}):\n{}", self.log_text());
         }
     }
 
     /// SIGTERM; asserts a graceful exit (status 0) within 60 s and no panic in the log.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .args(["-TERM", &self.proc.0.id().to_string()])
             .status();
@@ -304,15 +304,22 @@ const KEYED_TABLES: &str =
 
 /// A throwaway PostgreSQL 15 cluster (`initdb`, trust auth) on a free loopback port, run as
 /// the `postgres` OS user when the tests run as root; stopped and deleted when dropped.
-struct ThrowawayPg {
+pub(crate) struct ThrowawayPg {
     dir: TempDir,
     data: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Extra server settings (`name=value`), passed as `-c` options.
+    settings: Vec<String>,
 }
 
 impl ThrowawayPg {
     fn new() -> Self {
+        Self::with_settings(&[])
+    }
+
+    /// A cluster started with extra settings (`name=value`, e.g. `wal_level=logical`).
+    pub(crate) fn with_settings(settings: &[&str]) -> Self {
         let dir = TempDir::new("outage-pg");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -322,6 +329,7 @@ impl ThrowawayPg {
             data,
             port: free_port(),
             as_postgres,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
         };
         if as_postgres {
             // initdb refuses root: the cluster belongs to the postgres user.
@@ -371,11 +379,15 @@ impl ThrowawayPg {
     }
 
     fn start(&self) {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
             self.port,
             self.data.display()
         );
+        for setting in &self.settings {
+            opts.push_str(" -c ");
+            opts.push_str(setting);
+        }
         let log = self.data.join("server.log");
         let out = self.pg_ctl(&[
             "-w",
@@ -406,11 +418,22 @@ impl ThrowawayPg {
         );
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn psql(&self, sql: &str) -> String {
+    /// `pg_ctl restart -m fast`: every connection cut, the server back with the same data.
+    pub(crate) fn restart_fast(&self) {
+        self.stop_fast();
+        self.start();
+    }
+
+    /// The server's log so far.
+    pub(crate) fn server_log(&self) -> String {
+        std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+
+    pub(crate) fn psql(&self, sql: &str) -> String {
         let mut c = Command::new("psql");
         c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args([
@@ -437,14 +460,21 @@ impl Drop for ThrowawayPg {
 
 /// A throwaway MariaDB server (`mariadb-install-db`, root without password over TCP) on a
 /// free loopback port; killed and deleted when dropped.
-struct ThrowawayMaria {
+pub(crate) struct ThrowawayMaria {
     dir: TempDir,
     port: u16,
     server: Option<Proc>,
+    /// Extra `mariadbd` options; the binary log stays off unless one of them turns it on.
+    args: Vec<String>,
 }
 
 impl ThrowawayMaria {
     fn new() -> Self {
+        Self::with_args(&[])
+    }
+
+    /// A server started with extra `mariadbd` options (e.g. `--log-bin=...`).
+    pub(crate) fn with_args(args: &[&str]) -> Self {
         let dir = TempDir::new("outage-maria");
         let root = running_as_root();
         let mut install = Command::new("mariadb-install-db");
@@ -468,12 +498,22 @@ impl ThrowawayMaria {
             dir,
             port: free_port(),
             server: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         m.start();
         m
     }
 
-    fn start(&mut self) {
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's error log so far.
+    pub(crate) fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    pub(crate) fn start(&mut self) {
         let d = self.dir.path();
         let mut cmd = Command::new("mariadbd");
         cmd.arg("--no-defaults")
@@ -484,13 +524,16 @@ impl ThrowawayMaria {
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .args([
                 "--bind-address=127.0.0.1",
-                "--skip-log-bin",
                 "--innodb-buffer-pool-size=64M",
                 "--max-connections=50",
             ])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if !self.args.iter().any(|a| a.starts_with("--log-bin")) {
+            cmd.arg("--skip-log-bin");
+        }
         if running_as_root() {
             cmd.arg("--user=root");
         }
@@ -512,7 +555,7 @@ impl ThrowawayMaria {
     }
 
     /// SIGKILL: a crash, with whatever was in flight.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         drop(self.server.take());
     }
 
@@ -530,7 +573,7 @@ impl ThrowawayMaria {
         c
     }
 
-    fn sql(&self, sql: &str) -> String {
+    pub(crate) fn sql(&self, sql: &str) -> String {
         let out = self
             .client()
             .args(["-e", sql])

@@ -807,6 +807,27 @@ impl fmt::Debug for ReplicationStream {
     }
 }
 
+/// A backend message's name, for errors.
+fn message_name(m: &backend::Message) -> &'static str {
+    match m {
+        backend::Message::AuthenticationOk => "AuthenticationOk",
+        backend::Message::BackendKeyData(_) => "BackendKeyData",
+        backend::Message::BindComplete => "BindComplete",
+        backend::Message::CloseComplete => "CloseComplete",
+        backend::Message::CommandComplete(_) => "CommandComplete",
+        backend::Message::CopyInResponse(_) => "CopyInResponse",
+        backend::Message::CopyOutResponse(_) => "CopyOutResponse",
+        backend::Message::DataRow(_) => "DataRow",
+        backend::Message::EmptyQueryResponse => "EmptyQueryResponse",
+        backend::Message::NoData => "NoData",
+        backend::Message::NotificationResponse(_) => "NotificationResponse",
+        backend::Message::ParseComplete => "ParseComplete",
+        backend::Message::ReadyForQuery(_) => "ReadyForQuery",
+        backend::Message::RowDescription(_) => "RowDescription",
+        _ => "another message",
+    }
+}
+
 impl ReplicationStream {
     /// Next event. Cancel-safe.
     pub async fn next(&mut self) -> Result<ReplicationEvent> {
@@ -816,13 +837,20 @@ impl ReplicationStream {
         loop {
             match self.conn.read_message().await? {
                 backend::Message::CopyData(body) => return parse_copy_data(body.into_bytes()),
-                backend::Message::CopyDone => {
+                // A walsender shutting down (server stop or restart) with everything sent and
+                // confirmed ends with CommandComplete, without CopyDone (WalSndDone).
+                backend::Message::CopyDone | backend::Message::CommandComplete(_) => {
                     self.ended = true;
                     return Ok(ReplicationEvent::End);
                 }
                 backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) => {}
                 backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
-                _ => return Err(ReplicationError::protocol("unexpected message in CopyBoth")),
+                other => {
+                    return Err(ReplicationError::protocol(format!(
+                        "unexpected message in CopyBoth: {}",
+                        message_name(&other)
+                    )));
+                }
             }
         }
     }

@@ -341,6 +341,11 @@ pub struct PostgresSource {
     wal_seen: Lsn,
 }
 
+/// How often a status update goes out while the stream is not being read (paused by
+/// backpressure, or replaying a spilled transaction), so `wal_sender_timeout` (60 s by
+/// default, but servers set it as low as a few seconds) never cuts the connection.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How often a streaming source checks that its publication and tables still exist.
 const TABLE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -1290,7 +1295,7 @@ impl Source for PostgresSource {
             }
             if self.replay.is_some() {
                 // A long replay reads no network: keep the server from timing us out.
-                if self.last_status.elapsed() > std::time::Duration::from_secs(10) {
+                if self.last_status.elapsed() >= STATUS_EVERY {
                     self.reply_pending = true;
                     self.last_status = std::time::Instant::now();
                 }
@@ -1315,7 +1320,7 @@ impl Source for PostgresSource {
     }
 
     async fn keepalive(&mut self) -> Result<()> {
-        if self.last_status.elapsed() < std::time::Duration::from_secs(10) {
+        if self.last_status.elapsed() < STATUS_EVERY {
             return Ok(());
         }
         self.last_status = std::time::Instant::now();
@@ -1334,6 +1339,7 @@ impl Source for PostgresSource {
         let sent = stream.send_status(lsn, false).await;
         sent.map_err(|e| self.repl_error("acknowledging", e))?;
         self.confirmed = lsn;
+        self.last_status = std::time::Instant::now();
         Ok(())
     }
 }
