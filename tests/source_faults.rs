@@ -3,7 +3,7 @@
 //! throwaway ones (tests/outage.rs), so restarting them disturbs no other test.
 
 use crate::common::*;
-use crate::outage::{ThrowawayMaria, ThrowawayPg, WeirRun, free_port, metric, wait_for};
+use crate::outage::{ThrowawayMaria, ThrowawayPg, WeirRun, metric};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

@@ -20,14 +20,6 @@ const W: f64 = 720.0;
 const H: f64 = 160.0;
 const PAD: f64 = 30.0;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One HTTP/1.1 request on loopback: (status, body), or None if the server is not there.
 /// Reads by Content-Length (chromedriver keeps connections open), else chunks, else to EOF.
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, String)> {
@@ -91,17 +83,6 @@ fn dechunk(mut s: &str) -> Option<String> {
         }
         out.push_str(rest.get(..n)?);
         s = rest.get(n + 2..)?;
-    }
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -37,19 +37,34 @@ mod pg;
 mod sql;
 mod stages;
 
+/// The next argument parsed, or `default` when there is none.
+fn arg_or<T>(args: &mut impl Iterator<Item = String>, default: T) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(default))
+}
+
+/// Runs a benchmark on a multi-threaded tokio runtime.
+fn block_on(bench: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench)
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().is_some_and(|a| a == "pg") {
         args.next();
         let usage = "usage: weir-bench pg WEIR_BINARY [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]";
         let weir = PathBuf::from(args.next().context(usage)?);
-        let mut num = |default: u64| -> Result<u64> {
-            Ok(args
-                .next()
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or(default))
-        };
+        let mut num = |default: u64| arg_or(&mut args, default);
         let cfg = pg::PgBench {
             weir,
             stream_events: num(1_000_000)?,
@@ -60,23 +75,14 @@ fn main() -> Result<()> {
             "# weir PostgreSQL source benchmarks ({} cores)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        return tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(pg::run(cfg));
+        return block_on(pg::run(cfg));
     }
     if args.peek().is_some_and(|a| a == "sql") {
         args.next();
         let usage =
             "usage: weir-bench sql WEIR_BINARY [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]";
         let weir = PathBuf::from(args.next().context(usage)?);
-        let mut num = |default: u64| -> Result<u64> {
-            Ok(args
-                .next()
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or(default))
-        };
+        let mut num = |default: u64| arg_or(&mut args, default);
         let cfg = sql::SqlBench {
             weir,
             pgbench_txns: num(5000)?,
@@ -87,23 +93,14 @@ fn main() -> Result<()> {
             "# weir SQL sink vs native logical replication ({} cores)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        return tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(sql::run(cfg));
+        return block_on(sql::run(cfg));
     }
     if args.peek().is_some_and(|a| a == "kafka") {
         args.next();
         let usage =
             "usage: weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]";
         let weir = PathBuf::from(args.next().context(usage)?);
-        let mut num = |default: u64| -> Result<u64> {
-            Ok(args
-                .next()
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or(default))
-        };
+        let mut num = |default: u64| arg_or(&mut args, default);
         let cfg = kafka::KafkaBench {
             weir,
             events: num(100_000)?,
@@ -115,48 +112,30 @@ fn main() -> Result<()> {
             "# weir Kafka sink benchmark ({} cores)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        return tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(kafka::run(cfg));
+        return block_on(kafka::run(cfg));
     }
     if args.peek().is_some_and(|a| a == "stages") {
         args.next();
         let usage = "usage: weir-bench stages WEIR_BINARY [EVENTS] [SLEEP_SECONDS]";
         let weir = PathBuf::from(args.next().context(usage)?);
-        let events: u64 = args
-            .next()
-            .map(|s| s.parse())
-            .transpose()?
-            .unwrap_or(20_000);
-        let sleep: f64 = args
-            .next()
-            .map(|s| s.parse())
-            .transpose()?
-            .unwrap_or(0.0005);
+        let events: u64 = arg_or(&mut args, 20_000)?;
+        let sleep: f64 = arg_or(&mut args, 0.0005)?;
         println!(
             "# weir stages benchmark ({} cores)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        return tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(stages::run(stages::StagesBench {
-                weir,
-                events,
-                sleep,
-            }));
+        return block_on(stages::run(stages::StagesBench {
+            weir,
+            events,
+            sleep,
+        }));
     }
     if args.peek().is_some_and(|a| a == "mysql") {
         args.next();
         let usage = "usage: weir-bench mysql WEIR_BINARY [EVENTS] [ROUNDS] [PYTHON]";
         let weir = PathBuf::from(args.next().context(usage)?);
-        let events: u64 = args
-            .next()
-            .map(|s| s.parse())
-            .transpose()?
-            .unwrap_or(1_000_000);
-        let rounds: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+        let events: u64 = arg_or(&mut args, 1_000_000)?;
+        let rounds: u32 = arg_or(&mut args, 3)?;
         let python = PathBuf::from(
             args.next()
                 .unwrap_or_else(|| "/tmp/weir-bench-venv/bin/python".into()),
@@ -171,10 +150,7 @@ fn main() -> Result<()> {
             "# weir MySQL/MariaDB source benchmark ({} cores)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        return tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(mysql::run(cfg));
+        return block_on(mysql::run(cfg));
     }
     let weir = PathBuf::from(
         args.next()
