@@ -209,6 +209,22 @@ async fn started(db: &str, pipeline: &str, resume: Option<SourcePosition>) -> My
     src
 }
 
+/// A table with a column of every MySQL/MariaDB type weir maps (the type tests' table).
+pub(crate) const EVERY_TYPE_TABLE: &str = "CREATE TABLE t (
+    id INT PRIMARY KEY,
+    ti TINYINT, y YEAR, tiu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT,
+    i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
+    dec65 DECIMAL(65,30), du DECIMAL(10,2) UNSIGNED,
+    f FLOAT, d DOUBLE,
+    b1 BIT(1), b10 BIT(10), b64 BIT(64),
+    c CHAR(10) CHARACTER SET utf8mb4, vc VARCHAR(100) CHARACTER SET utf8mb4,
+    txt TEXT CHARACTER SET utf8mb4, lat VARCHAR(20) CHARACTER SET latin1,
+    bin BINARY(4), vb VARBINARY(10), bl BLOB, lb LONGBLOB,
+    e ENUM('small','medium','large'), s SET('a','b','c'),
+    dt DATE, tm TIME(6), dtm DATETIME(6), ts TIMESTAMP(6) NULL DEFAULT NULL,
+    j JSON, g GEOMETRY, n INT NULL
+) DEFAULT CHARSET=utf8mb4";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_is_lossless() {
     with_db("types", |db| async move {
@@ -216,20 +232,7 @@ async fn every_type_is_lossless() {
         exec(&mut c, &format!("USE `{db}`")).await;
         exec(
             &mut c,
-            "CREATE TABLE t (
-                id INT PRIMARY KEY,
-                ti TINYINT, y YEAR, tiu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT,
-                i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
-                dec65 DECIMAL(65,30), du DECIMAL(10,2) UNSIGNED,
-                f FLOAT, d DOUBLE,
-                b1 BIT(1), b10 BIT(10), b64 BIT(64),
-                c CHAR(10) CHARACTER SET utf8mb4, vc VARCHAR(100) CHARACTER SET utf8mb4,
-                txt TEXT CHARACTER SET utf8mb4, lat VARCHAR(20) CHARACTER SET latin1,
-                bin BINARY(4), vb VARBINARY(10), bl BLOB, lb LONGBLOB,
-                e ENUM('small','medium','large'), s SET('a','b','c'),
-                dt DATE, tm TIME(6), dtm DATETIME(6), ts TIMESTAMP(6) NULL DEFAULT NULL,
-                j JSON, g GEOMETRY, n INT NULL
-            ) DEFAULT CHARSET=utf8mb4",
+            EVERY_TYPE_TABLE,
         )
         .await;
         let pipeline = db.clone();

@@ -175,20 +175,7 @@ async fn snapshot_rows_and_schema_equal_the_stream() {
         exec(&mut c, &format!("USE `{db}`")).await;
         exec(
             &mut c,
-            "CREATE TABLE t (
-                id INT PRIMARY KEY,
-                ti TINYINT, y YEAR, tiu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT,
-                i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
-                dec65 DECIMAL(65,30), du DECIMAL(10,2) UNSIGNED,
-                f FLOAT, d DOUBLE,
-                b1 BIT(1), b10 BIT(10), b64 BIT(64),
-                c CHAR(10) CHARACTER SET utf8mb4, vc VARCHAR(100) CHARACTER SET utf8mb4,
-                txt TEXT CHARACTER SET utf8mb4, lat VARCHAR(20) CHARACTER SET latin1,
-                bin BINARY(4), vb VARBINARY(10), bl BLOB, lb LONGBLOB,
-                e ENUM('small','medium','large'), s SET('a','b','c'),
-                dt DATE, tm TIME(6), dtm DATETIME(6), ts TIMESTAMP(6) NULL DEFAULT NULL,
-                j JSON, g GEOMETRY, n INT NULL
-            ) DEFAULT CHARSET=utf8mb4",
+            crate::EVERY_TYPE_TABLE,
         )
         .await;
         let mut src = started(&db, &db, None).await;
