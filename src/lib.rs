@@ -11,6 +11,7 @@
 //! - [`cli`]: the `weir` command line.
 
 pub mod admin;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod datagen;

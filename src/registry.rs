@@ -216,6 +216,11 @@ impl SourceFactory for PostgresFactory {
             ),
         )))
     }
+    async fn backfill(&self) -> weir_api::Result<Option<Box<dyn weir_api::Backfill>>> {
+        Ok(Some(Box::new(
+            weir_postgres::backfill::PostgresBackfill::new(self.cfg.clone(), &self.pipeline),
+        )))
+    }
 }
 
 struct FileFactory(weir_file::FileSinkConfig);

@@ -591,7 +591,7 @@ fn admin_sql_views_pause_resume_and_psql() {
 }
 
 /// Connects to admin SQL, retrying while the server starts.
-async fn sql_connect_retry(port: u16, password: &str) -> tokio_postgres::Client {
+pub(crate) async fn sql_connect_retry(port: u16, password: &str) -> tokio_postgres::Client {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match sql_connect(port, password).await {

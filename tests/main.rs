@@ -2,6 +2,7 @@
 //! have (pipeline files, the CLI, the files a sink writes).
 
 mod admin;
+mod backfill;
 mod common;
 mod config_errors;
 mod connectors;

@@ -250,7 +250,7 @@ fn check_reports_postgres_problems_with_their_fix() {
 }
 
 /// Applies file-sink events in order, by key: what a key-upserting target ends up holding.
-fn converge(
+pub(crate) fn converge(
     events: &[serde_json::Value],
     key: &[&str],
 ) -> std::collections::BTreeMap<String, String> {

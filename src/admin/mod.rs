@@ -425,6 +425,13 @@ impl Context {
         report["source"]["retries"] = serde_json::json!(view.source_retries);
         report["source"]["last_error"] = serde_json::json!(view.source_error);
         report["time_ms"] = serde_json::json!(now_ms());
+        let live = self
+            .stats
+            .backfill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        report["backfills"] = crate::backfill::report(&live, &self.cfg.log_dir());
         if let Some(arr) = report["sinks"].as_array_mut() {
             for (j, s) in arr.iter_mut().zip(&view.sinks) {
                 // A running sink that makes no progress while records wait says so.

@@ -31,7 +31,8 @@ use weir_api::{Entry, SourceInfo};
 const CHANGES_DEFAULT_LIMIT: usize = 100;
 
 const SUPPORTED: &str = "supported: SELECT * FROM weir.pipeline | weir.sinks | weir.stages | weir.tables | weir.changes \
-     [WHERE col = 'value' [AND ...]] [LIMIT n]; PAUSE SINK name; RESUME SINK name";
+     [WHERE col = 'value' [AND ...]] [LIMIT n]; PAUSE SINK name; RESUME SINK name; \
+     SNAPSHOT TABLE schema.table";
 
 /// Accepts connections until aborted.
 pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Context>, password: String) {
@@ -167,6 +168,10 @@ impl View {
                 ("rows_estimate", Int),
                 ("rows_done_estimate", Int),
                 ("schema_version", Int),
+                ("backfill_state", Text),
+                ("backfill_rows", Int),
+                ("events_streamed", Int),
+                ("last_change_ms", Int),
             ],
             View::Changes => &[
                 ("seq", Int),
@@ -248,6 +253,8 @@ enum Stmt {
     NoOp(&'static str),
     Pause(String),
     Resume(String),
+    /// `SNAPSHOT TABLE name`: the table as `weir snapshot` takes it.
+    Snapshot(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -415,10 +422,25 @@ fn parse(sql: &str) -> PgWireResult<Option<Stmt>> {
             }
         }
         "SNAPSHOT" => {
-            return Err(sql_error(
-                "0A000",
-                "SNAPSHOT TABLE is not implemented yet in admin SQL",
-            ));
+            if !is_kw(toks.get(1), "TABLE") || toks.len() < 3 {
+                return Err(syntax("write SNAPSHOT TABLE schema.table"));
+            }
+            // `public.orders`, `"public"."Orders"`, or `'public.Orders'` (as the catalog
+            // spells it): back to one name for `weir snapshot`'s parser.
+            let mut name = String::new();
+            for t in &toks[2..] {
+                match t {
+                    Tok::Word(w) => name.push_str(&w.to_lowercase()),
+                    Tok::Ident(i) => {
+                        name.push('"');
+                        name.push_str(&i.replace('"', "\"\""));
+                        name.push('"');
+                    }
+                    Tok::Str(s) if toks.len() == 3 => name.push_str(s),
+                    _ => return Err(syntax("write SNAPSHOT TABLE schema.table")),
+                }
+            }
+            Stmt::Snapshot(name)
         }
         other => return Err(unsupported(&format!("{other} statement"))),
     };
@@ -639,6 +661,15 @@ impl Queries {
         let ctx = Arc::clone(&self.ctx);
         match &stmt {
             Stmt::NoOp(tag) => return Ok(Response::Execution(Tag::new(tag))),
+            Stmt::Snapshot(name) => {
+                let table = crate::backfill::check_table(&ctx.cfg, name)
+                    .map_err(|e| sql_error("42P01", e))?;
+                let id = crate::backfill::request(&ctx.cfg.log_dir(), &table).map_err(|e| {
+                    sql_error("58030", format!("cannot write the backfill request: {e}"))
+                })?;
+                tracing::info!(table = %table, id = %id, "admin SQL: backfill requested");
+                return Ok(Response::Execution(Tag::new("SNAPSHOT TABLE")));
+            }
             Stmt::Pause(name) | Stmt::Resume(name) => {
                 let pause = matches!(stmt, Stmt::Pause(_));
                 let Some(st) = ctx.stats.sinks.get(name) else {
@@ -910,10 +941,20 @@ fn table_rows(ctx: &Context, s: &serde_json::Value) -> Result<Vec<Vec<Val>>, Str
         .collect();
     let empty = Vec::new();
     let planned = s["snapshot"]["tables"].as_array().unwrap_or(&empty);
-    for t in planned {
+    let backfills = s["backfills"].as_array().unwrap_or(&empty);
+    let counters = ctx
+        .stats
+        .tables
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for t in planned.iter().chain(backfills) {
         names
             .entry(t["table"].as_str().unwrap_or_default().to_string())
             .or_insert(None);
+    }
+    for t in counters.keys() {
+        names.entry(t.clone()).or_insert(None);
     }
     Ok(names
         .into_iter()
@@ -946,6 +987,15 @@ fn table_rows(ctx: &Context, s: &serde_json::Value) -> Result<Vec<Vec<Val>>, Str
                     Val::Null,
                 ),
             };
+            // The latest backfill of the table (ids sort by request time).
+            let b = backfills
+                .iter()
+                .filter(|b| b["table"] == table.as_str())
+                .max_by_key(|b| b["id"].as_str().map(str::to_string));
+            let c = counters.get(&table).copied();
+            let (backfill_state, backfill_rows) = b.map_or((Val::Null, Val::Null), |b| {
+                (text(&b["state"]), int(&b["rows"]))
+            });
             vec![
                 Val::Text(table),
                 state,
@@ -954,6 +1004,10 @@ fn table_rows(ctx: &Context, s: &serde_json::Value) -> Result<Vec<Vec<Val>>, Str
                 est,
                 rows_done,
                 version.map_or(Val::Null, |v| Val::Int(v.into())),
+                backfill_state,
+                backfill_rows,
+                Val::Int(c.map_or(0, |c| c.0 as i64)),
+                c.map_or(Val::Null, |c| Val::Int(c.1)),
             ]
         })
         .collect())
@@ -1115,7 +1169,16 @@ mod tests {
             "0A000"
         );
         assert_eq!(code("SELECT * FROM weir.sinks LIMIT x"), "42601");
-        assert_eq!(code("SNAPSHOT TABLE public.orders"), "0A000");
+        assert_eq!(code("SNAPSHOT TABLES x"), "42601");
+        assert!(
+            matches!(parse("snapshot table Public.Orders").unwrap(), Some(Stmt::Snapshot(n)) if n == "public.orders")
+        );
+        assert!(
+            matches!(parse("SNAPSHOT TABLE \"public\".\"Or\"\"d\"").unwrap(), Some(Stmt::Snapshot(n)) if n == "\"public\".\"Or\"\"d\"")
+        );
+        assert!(
+            matches!(parse("SNAPSHOT TABLE 'public.Orders'").unwrap(), Some(Stmt::Snapshot(n)) if n == "public.Orders")
+        );
         assert_eq!(code("SELECT 1; SELECT 2"), "0A000");
     }
 }

@@ -287,7 +287,10 @@ impl StagingLog {
             .map_err(|e| self.rocks_err(what, e))
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, LogError> {
+    pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, LogError> {
         match self
             .db
             .get_cf(self.cf(META), key)

@@ -54,6 +54,10 @@ pub trait SourceFactory: Send + Sync {
     async fn snapshot(&self) -> weir_api::Result<Option<Box<dyn weir_api::Snapshot>>> {
         Ok(None)
     }
+    /// A backfill reader (`weir snapshot`), for sources that can read a table while streaming.
+    async fn backfill(&self) -> weir_api::Result<Option<Box<dyn weir_api::Backfill>>> {
+        Ok(None)
+    }
 }
 
 /// Builds a sink (again after every failure).
@@ -143,6 +147,32 @@ pub struct Stats {
     /// Stage `log append`: encoding on the source task plus the writer thread's RocksDB
     /// write (and fsync when a commit is in it), per group write; events are the changes.
     pub log_stage: Arc<StageStats>,
+    /// Backfill jobs as the source task sees them (`weir snapshot`, `SNAPSHOT TABLE`).
+    pub backfill: Arc<Mutex<crate::backfill::BackfillState>>,
+    /// Per table (`schema.name`): change events staged by this run, and the source commit
+    /// time of the latest (ms since the epoch).
+    pub tables: Mutex<BTreeMap<String, (u64, i64)>>,
+}
+
+impl Stats {
+    /// Counts staged changes per table.
+    fn count_tables(&self, changes: &[weir_api::ChangeEvent]) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = 0;
+        while i < changes.len() {
+            let table = &changes[i].table;
+            let run = changes[i..]
+                .iter()
+                .take_while(|c| &c.table == table)
+                .count();
+            let ts = changes[i + run - 1].ts_ms;
+            let name = table.to_string();
+            let e = tables.entry(name).or_insert((0, 0));
+            e.0 += run as u64;
+            e.1 = e.1.max(ts);
+            i += run;
+        }
+    }
 }
 
 /// One stage's figures, read at one moment ([`Stats::stages`]).
@@ -521,6 +551,7 @@ pub async fn run_with_stats(
             p.source.as_ref(),
             opts.once,
             p.max_log_bytes,
+            p.snapshot.enabled,
             &stats,
             halt_rx.clone(),
         )
@@ -592,12 +623,14 @@ pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Stages the source until stopped, or (once) until its end position at start-up.
+#[allow(clippy::too_many_arguments)]
 async fn source_task(
     log: &Arc<StagingLog>,
     writer: &mut LogWriter,
     factory: &dyn SourceFactory,
     once: bool,
     max_log_bytes: u64,
+    backfill_new: bool,
     stats: &Stats,
     mut halt: watch::Receiver<bool>,
 ) -> Result<(), RuntimeError> {
@@ -612,6 +645,7 @@ async fn source_task(
             once,
             &mut target,
             max_log_bytes,
+            backfill_new,
             stats,
             &mut halt,
         )
@@ -676,6 +710,7 @@ async fn source_session(
     once: bool,
     target: &mut Option<SourcePosition>,
     max_log_bytes: u64,
+    backfill_new: bool,
     stats: &Stats,
     halt: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
@@ -690,10 +725,15 @@ async fn source_session(
         info!(end = %end, "run --once: staging up to the source's current end");
         *target = Some(end);
     }
-    if once && resume.as_ref().is_some_and(|r| reached(r, target)) {
+    let mut backfill = crate::backfill::Backfiller::new(log, stats.backfill.clone())?;
+    backfill.added(log, source.added_tables(), backfill_new);
+    backfill.poll(log, factory).await?;
+    if once && !backfill.busy() && resume.as_ref().is_some_and(|r| reached(r, target)) {
         return Ok(());
     }
     let mut durable = log.subscribe();
+    // `run --once`: the source's end is staged; stop once no backfill is left either.
+    let mut target_reached = false;
     let mut acked = resume;
     let mut in_txn = false;
     let mut last_sent: Option<SourcePosition> = None;
@@ -745,6 +785,18 @@ async fn source_session(
             paused = false;
             info!("staging log has room again; resuming the source");
         }
+        if !in_txn && backfill.ready() {
+            let head = last_sent.clone().or_else(|| log.head().position);
+            if let Some((pos, events)) = backfill.stage(writer, head).await? {
+                stats.staged_txns.fetch_add(1, Ordering::Relaxed);
+                stats.staged_events.fetch_add(events, Ordering::Relaxed);
+                last_sent = Some(pos);
+            }
+            continue;
+        }
+        if target_reached && !in_txn && !backfill.busy() {
+            break;
+        }
         let waited = Instant::now();
         let item = tokio::select! {
             biased;
@@ -760,6 +812,17 @@ async fn source_session(
                 continue;
             }
             _ = writer.closed() => return Err(LogError::WriterGone.into()),
+            _ = tokio::time::sleep_until(backfill.poll_at()) => {
+                awaiting += waited.elapsed();
+                backfill.added(log, source.added_tables(), backfill_new);
+                backfill.poll(log, factory).await?;
+                continue;
+            }
+            reply = backfill.reply() => {
+                awaiting += waited.elapsed();
+                backfill.handle(reply).await;
+                continue;
+            }
             item = source.next() => item?,
         };
         // A heartbeat says the source had nothing to stage: that wait was idle, not work.
@@ -772,11 +835,14 @@ async fn source_session(
         }
         let commit = match item {
             SourceItem::Schema(s) => {
+                backfill.schema(&s);
                 writer.send(WriteOp::Schema(s)).await?;
                 None
             }
             SourceItem::Changes(changes) => {
                 in_txn = true;
+                backfill.changes(&changes);
+                stats.count_tables(&changes);
                 stats
                     .staged_events
                     .fetch_add(changes.len() as u64, Ordering::Relaxed);
@@ -785,6 +851,8 @@ async fn source_session(
             }
             SourceItem::Commit(c) => Some(c),
             SourceItem::Transaction(t) => {
+                backfill.changes(&t.changes);
+                stats.count_tables(&t.changes);
                 stats
                     .staged_events
                     .fetch_add(t.changes.len() as u64, Ordering::Relaxed);
@@ -792,6 +860,7 @@ async fn source_session(
                 Some(t.commit)
             }
             SourceItem::Heartbeat(p) => {
+                backfill.reached(&p);
                 // Nothing to stage up to here: record the position in the log's head (at most
                 // once a second), and the source is acknowledged once that is durable, so the
                 // source never releases more than the log holds, and a restart resumes here.
@@ -806,7 +875,7 @@ async fn source_session(
                     last_advance = std::time::Instant::now();
                 }
                 if reached_end {
-                    break;
+                    target_reached = true;
                 }
                 None
             }
@@ -814,13 +883,13 @@ async fn source_session(
         if let Some(c) = commit {
             in_txn = false;
             let pos = c.position.clone();
+            backfill.reached(&pos);
             stats.staged_txns.fetch_add(1, Ordering::Relaxed);
             writer.send(WriteOp::Commit(c)).await?;
-            let done = once && reached(&pos, target);
-            last_sent = Some(pos);
-            if done {
-                break;
+            if once && reached(&pos, target) {
+                target_reached = true;
             }
+            last_sent = Some(pos);
         }
         if writer.is_closed() {
             return Err(LogError::WriterGone.into());

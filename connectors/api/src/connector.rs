@@ -64,6 +64,13 @@ pub trait Source: Send {
     async fn keepalive(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Tables that joined the selection since the last call (they started matching the
+    /// pipeline's `tables` while it ran or since its last run); the engine backfills their
+    /// existing rows unless the pipeline never snapshots. The default has none.
+    fn added_tables(&mut self) -> Vec<TableId> {
+        Vec::new()
+    }
 }
 
 /// A range of one table's rows, by primary key, read from a consistent point.
@@ -125,6 +132,45 @@ pub trait ChunkReader: Send {
     /// Up to `max_rows` rows of the open chunk as `op = r` events (with `schema_version` 0:
     /// the log stamps the version); `None` once the chunk is exhausted.
     async fn next_batch(&mut self, max_rows: usize) -> Result<Option<Vec<ChangeEvent>>>;
+}
+
+/// A backfill's consistent view of one table (see [`Backfill`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillView {
+    /// The table's schema, as the stream announces it (its key is the stream's key).
+    pub schema: TableSchema,
+    /// Changes the stream brings at or before this position are in the rows read; later
+    /// ones are not. A stream position, never a snapshot or backfill one.
+    pub consistent: SourcePosition,
+    /// Estimated rows, for progress.
+    pub estimated_rows: u64,
+}
+
+/// Rows of one [`Backfill::read`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillRows {
+    /// `op = r` events in key order (`schema_version` 0: the log stamps the version).
+    pub events: Vec<ChangeEvent>,
+    /// The last row's key in the connector's own encoding, to read on after it; `None` when
+    /// there was no row left (the table is done).
+    pub last_key: Option<Vec<String>>,
+}
+
+/// Reads one table's existing rows while the stream goes on (`weir snapshot`, `SNAPSHOT
+/// TABLE`), in key order, from one consistent view whose position in the stream is known.
+///
+/// The engine tracks the keys the stream changes after [`BackfillView::consistent`] and
+/// stages each batch of rows between stream transactions without those keys (the stream
+/// carries their newer state), so every key ends at its current state, in order.
+#[async_trait]
+pub trait Backfill: Send {
+    /// Opens a consistent view for reading `table` (a table the source streams, with a
+    /// primary key). A definite error says why the table cannot be backfilled.
+    async fn open(&mut self, table: &TableId) -> Result<BackfillView>;
+
+    /// Up to `max_rows` rows of the open view with a key after `after` (`None`: from the
+    /// first), in key order.
+    async fn read(&mut self, after: Option<&[String]>, max_rows: usize) -> Result<BackfillRows>;
 }
 
 /// What a sink receives from the staging log.

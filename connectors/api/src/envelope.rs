@@ -73,7 +73,7 @@ pub fn render_envelope(
             push_uint(out, p.events);
         }
         // stream_position() never returns a snapshot position.
-        SourcePosition::Snapshot(_) => {}
+        SourcePosition::Snapshot(_) | SourcePosition::Backfill(_) => {}
     }
     match event.txid {
         Some(x) => {

@@ -20,15 +20,15 @@ mod schema;
 mod value;
 
 pub use connector::{
-    ChunkReader, Entry, LogEntry, Sink, SinkContext, Snapshot, SnapshotChunk, SnapshotPlan, Source,
-    SourceInfo, SourceItem,
+    Backfill, BackfillRows, BackfillView, ChunkReader, Entry, LogEntry, Sink, SinkContext,
+    Snapshot, SnapshotChunk, SnapshotPlan, Source, SourceInfo, SourceItem,
 };
 pub use envelope::{render_envelope, render_key};
 pub use error::{BoxError, ConnectorError, Result};
 pub use event::{ChangeEvent, CommitInfo, Op, Row, Transaction};
 pub use position::{
-    DatagenPosition, GtidSet, Lsn, MariaDbGtid, MariaDbGtidList, MysqlGtidSet, MysqlPosition,
-    PgPosition, SnapshotPosition, SourcePosition,
+    BackfillPosition, DatagenPosition, GtidSet, Lsn, MariaDbGtid, MariaDbGtidList, MysqlGtidSet,
+    MysqlPosition, PgPosition, SnapshotPosition, SourcePosition,
 };
 pub use schema::{Column, ColumnType, TableId, TableSchema};
 pub use value::{Date, Time, Timestamp, Value};

@@ -18,6 +18,18 @@ pub enum SourcePosition {
     /// Inside an initial snapshot: staged right after `stream_from`, before anything the
     /// stream brings after it.
     Snapshot(SnapshotPosition),
+    /// A backfill batch staged between stream transactions: right after `after` (and after
+    /// any snapshot batch at that point), before anything the stream brings later.
+    Backfill(BackfillPosition),
+}
+
+/// Where a backfill batch sits: after the stream position `after`, the `batch`-th one there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BackfillPosition {
+    /// The stream position the batch follows (never itself a snapshot or backfill position).
+    pub after: Box<SourcePosition>,
+    /// Orders batches staged at the same stream position.
+    pub batch: u64,
 }
 
 impl SourcePosition {
@@ -26,36 +38,47 @@ impl SourcePosition {
     pub fn stream_position(&self) -> &SourcePosition {
         match self {
             Self::Snapshot(s) => s.stream_from.stream_position(),
+            Self::Backfill(b) => b.after.stream_position(),
             other => other,
+        }
+    }
+
+    /// The position of a backfill batch staged right after `self` (the log's head).
+    pub fn next_backfill(&self) -> SourcePosition {
+        match self {
+            Self::Backfill(b) => Self::Backfill(BackfillPosition {
+                after: b.after.clone(),
+                batch: b.batch + 1,
+            }),
+            other => Self::Backfill(BackfillPosition {
+                after: Box::new(other.stream_position().clone()),
+                batch: 1,
+            }),
+        }
+    }
+
+    /// (stream position, tier, batch): snapshot batches (tier 1) and then backfill batches
+    /// (tier 2) sit right after their stream position (tier 0).
+    fn sort_key(&self) -> (&SourcePosition, u8, u64) {
+        match self {
+            Self::Snapshot(s) => (s.stream_from.stream_position(), 1, s.batch),
+            Self::Backfill(b) => (b.after.stream_position(), 2, b.batch),
+            other => (other, 0, 0),
         }
     }
 }
 
 impl PartialOrd for SourcePosition {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        match (self, other) {
+        let (a, ta, ba) = self.sort_key();
+        let (b, tb, bb) = other.sort_key();
+        let base = match (a, b) {
             (Self::Postgres(a), Self::Postgres(b)) => a.partial_cmp(b),
             (Self::Mysql(a), Self::Mysql(b)) => a.partial_cmp(b),
             (Self::Datagen(a), Self::Datagen(b)) => a.partial_cmp(b),
-            (Self::Snapshot(a), Self::Snapshot(b)) => {
-                if a.stream_from == b.stream_from {
-                    Some(a.batch.cmp(&b.batch))
-                } else {
-                    a.stream_from.partial_cmp(&b.stream_from)
-                }
-            }
-            // A snapshot sits just after its stream_from: before any later stream position,
-            // after stream_from itself and anything earlier.
-            (Self::Snapshot(a), other) => match a.stream_from.as_ref().partial_cmp(other)? {
-                Ordering::Less => Some(Ordering::Less),
-                Ordering::Equal | Ordering::Greater => Some(Ordering::Greater),
-            },
-            (other, Self::Snapshot(b)) => match other.partial_cmp(b.stream_from.as_ref())? {
-                Ordering::Greater => Some(Ordering::Greater),
-                Ordering::Equal | Ordering::Less => Some(Ordering::Less),
-            },
             _ => None,
-        }
+        }?;
+        Some(base.then((ta, ba).cmp(&(tb, bb))))
     }
 }
 
@@ -71,6 +94,7 @@ impl fmt::Display for SourcePosition {
                 Ok(())
             }
             Self::Datagen(p) => write!(f, "event={}", p.events),
+            Self::Backfill(b) => write!(f, "backfill batch {} after {}", b.batch, b.after),
             Self::Snapshot(p) => write!(
                 f,
                 "snapshot chunks={}/{} then stream after {}",
@@ -304,6 +328,27 @@ mod tests {
         assert_eq!(b.stream_position(), &pg(100));
         let dg = SourcePosition::Datagen(DatagenPosition { events: 1 });
         assert_eq!(a.partial_cmp(&dg), None);
+    }
+
+    #[test]
+    fn backfill_positions_sit_after_their_stream_point_and_its_snapshot() {
+        let pg = |l| {
+            SourcePosition::Postgres(PgPosition {
+                commit_lsn: Lsn(l),
+                lsn: Lsn(l),
+            })
+        };
+        let snap = SourcePosition::Snapshot(SnapshotPosition::start(pg(100), 3));
+        let b1 = snap.next_backfill();
+        let b2 = b1.next_backfill();
+        assert_eq!(b2.stream_position(), &pg(100));
+        assert!(pg(100) < snap && snap < b1 && b1 < b2 && b2 < pg(101));
+        assert!(pg(99) < b1);
+        let c1 = pg(101).next_backfill();
+        assert!(b2 < c1 && pg(101) < c1 && c1 < pg(102));
+        assert_eq!(c1.next_backfill().stream_position(), &pg(101));
+        let dg = SourcePosition::Datagen(DatagenPosition { events: 1 });
+        assert_eq!(b1.partial_cmp(&dg.next_backfill()), None);
     }
 
     #[test]

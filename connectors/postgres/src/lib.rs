@@ -1,5 +1,6 @@
 //! weir PostgreSQL connector.
 
+pub mod backfill;
 pub mod check;
 pub mod pgoutput;
 pub mod replication;

@@ -50,25 +50,25 @@ const SESSION: &str = "SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; \
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone)]
-struct ColumnMeta {
-    name: String,
-    type_oid: u32,
+pub(crate) struct ColumnMeta {
+    pub(crate) name: String,
+    pub(crate) type_oid: u32,
     /// `format_type()`: the spelling used to cast key literals.
-    type_sql: String,
+    pub(crate) type_sql: String,
 }
 
 /// What a worker needs to read a table.
 #[derive(Debug, Clone)]
-struct TableMeta {
-    schema: TableSchema,
-    columns: Vec<ColumnMeta>,
+pub(crate) struct TableMeta {
+    pub(crate) schema: TableSchema,
+    pub(crate) columns: Vec<ColumnMeta>,
     /// Indices of the primary-key columns, in key order (empty: no primary key).
-    pk: Vec<usize>,
-    estimated_rows: u64,
+    pub(crate) pk: Vec<usize>,
+    pub(crate) estimated_rows: u64,
 }
 
 impl TableMeta {
-    fn qualified(&self) -> String {
+    pub(crate) fn qualified(&self) -> String {
         format!(
             "{}.{}",
             quote_ident(&self.schema.table.schema),
@@ -76,7 +76,7 @@ impl TableMeta {
         )
     }
 
-    fn key_list(&self) -> String {
+    pub(crate) fn key_list(&self) -> String {
         let names: Vec<String> = self
             .pk
             .iter()
@@ -85,7 +85,7 @@ impl TableMeta {
         format!("({})", names.join(", "))
     }
 
-    fn key_literal(&self, values: &[String]) -> Result<String> {
+    pub(crate) fn key_literal(&self, values: &[String]) -> Result<String> {
         if values.len() != self.pk.len() {
             return Err(ConnectorError::definite(format!(
                 "postgres snapshot: chunk bound of {} has {} values for a {}-column key; the \
@@ -135,7 +135,7 @@ fn string_literal(s: &str) -> String {
     format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -143,7 +143,7 @@ fn now_ms() -> i64 {
 }
 
 /// Opens a SQL connection for snapshot work, with the session settings applied.
-async fn connect(source: &PostgresSource, what: &str) -> Result<Client> {
+pub(crate) async fn connect(source: &PostgresSource, what: &str) -> Result<Client> {
     let url = source.url()?;
     let (client, connection) = sql_config(&url)
         .connect(tokio_postgres::NoTls)
@@ -168,7 +168,7 @@ async fn connect(source: &PostgresSource, what: &str) -> Result<Client> {
 }
 
 /// Starts a read-only repeatable-read transaction in the exported snapshot `name`.
-async fn import(client: &Client, name: &str) -> Result<()> {
+pub(crate) async fn import(client: &Client, name: &str) -> Result<()> {
     let sql = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
         string_literal(name)
@@ -184,7 +184,11 @@ async fn import(client: &Client, name: &str) -> Result<()> {
 
 /// Reads the catalog description of `table` (in the current snapshot); `estimate`: also
 /// count a small never-analyzed table for progress (the planner needs it, readers do not).
-async fn table_meta(client: &Client, table: &TableId, estimate: bool) -> Result<TableMeta> {
+pub(crate) async fn table_meta(
+    client: &Client,
+    table: &TableId,
+    estimate: bool,
+) -> Result<TableMeta> {
     let rows = client
         .query(
             "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, \
@@ -590,43 +594,42 @@ struct PgChunkReader {
     ts_ms: i64,
 }
 
-impl PgChunkReader {
-    fn row(&self, meta: &TableMeta, line: &[u8]) -> Result<Row> {
-        let mut values = Vec::with_capacity(meta.columns.len());
-        for (i, field) in line.split(|&b| b == b'\t').enumerate() {
-            let Some(col) = meta.columns.get(i) else {
-                return Err(ConnectorError::definite(format!(
-                    "postgres snapshot: {} row has more than {} fields in COPY output",
-                    meta.schema.table,
-                    meta.columns.len()
-                )));
-            };
-            if field == b"\\N" {
-                values.push(Value::Null);
-                continue;
-            }
-            let text = unescape_copy_text(field);
-            let v = types::parse_text(col.type_oid, &text).map_err(|e| {
-                ConnectorError::definite_from(
-                    format!(
-                        "postgres snapshot: {} column {}: {e}",
-                        meta.schema.table, col.name
-                    ),
-                    e,
-                )
-            })?;
-            values.push(v);
-        }
-        if values.len() != meta.columns.len() {
+/// Decodes one line of `COPY ... TO STDOUT` (text format) of `meta`'s table.
+pub(crate) fn copy_row(meta: &TableMeta, line: &[u8]) -> Result<Row> {
+    let mut values = Vec::with_capacity(meta.columns.len());
+    for (i, field) in line.split(|&b| b == b'\t').enumerate() {
+        let Some(col) = meta.columns.get(i) else {
             return Err(ConnectorError::definite(format!(
-                "postgres snapshot: {} row has {} fields for {} columns in COPY output",
+                "postgres snapshot: {} row has more than {} fields in COPY output",
                 meta.schema.table,
-                values.len(),
                 meta.columns.len()
             )));
+        };
+        if field == b"\\N" {
+            values.push(Value::Null);
+            continue;
         }
-        Ok(Row(values))
+        let text = unescape_copy_text(field);
+        let v = types::parse_text(col.type_oid, &text).map_err(|e| {
+            ConnectorError::definite_from(
+                format!(
+                    "postgres snapshot: {} column {}: {e}",
+                    meta.schema.table, col.name
+                ),
+                e,
+            )
+        })?;
+        values.push(v);
     }
+    if values.len() != meta.columns.len() {
+        return Err(ConnectorError::definite(format!(
+            "postgres snapshot: {} row has {} fields for {} columns in COPY output",
+            meta.schema.table,
+            values.len(),
+            meta.columns.len()
+        )));
+    }
+    Ok(Row(values))
 }
 
 #[async_trait]
@@ -671,7 +674,7 @@ impl ChunkReader for PgChunkReader {
         while events.len() < max_rows.max(1) {
             if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
                 let line = self.buf.split_to(nl + 1);
-                let row = self.row(&open.meta, &line[..nl])?;
+                let row = copy_row(&open.meta, &line[..nl])?;
                 events.push(ChangeEvent {
                     table: open.meta.schema.table.clone(),
                     schema_version: 0,
@@ -716,7 +719,7 @@ impl ChunkReader for PgChunkReader {
 }
 
 /// Undoes COPY text-format escaping of one field.
-fn unescape_copy_text(field: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn unescape_copy_text(field: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if !field.contains(&b'\\') {
         return std::borrow::Cow::Borrowed(field);
     }

@@ -339,6 +339,8 @@ pub struct PostgresSource {
     gone: Option<(String, Lsn)>,
     /// The furthest WAL position the stream has shown (message starts, keepalive ends).
     wal_seen: Lsn,
+    /// Tables added to the publication since [`Source::added_tables`] was last called.
+    added: Vec<TableId>,
 }
 
 /// How often a status update goes out while the stream is not being read (paused by
@@ -437,6 +439,7 @@ impl PostgresSource {
             next_check: std::time::Instant::now(),
             gone: None,
             wal_seen: 0,
+            added: Vec::new(),
         }
     }
 
@@ -451,7 +454,10 @@ impl PostgresSource {
                 "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1), \
                  COALESCE((SELECT array_agg(schemaname::text || '.' || tablename::text) \
                    FROM pg_catalog.pg_publication_tables WHERE pubname = $1), '{}'), \
-                 pg_catalog.pg_current_wal_lsn()::text",
+                 pg_catalog.pg_current_wal_lsn()::text, \
+                 COALESCE((SELECT array_agg(schemaname::text || '.' || tablename::text) \
+                   FROM pg_catalog.pg_tables \
+                   WHERE schemaname NOT IN ('pg_catalog', 'information_schema')), '{}')",
                 &[&publication],
             )
             .await
@@ -490,6 +496,21 @@ impl PostgresSource {
         };
         if let Some(message) = message {
             self.gone = Some((message, at));
+            return Ok(());
+        }
+        // Tables that started matching `tables`: published from now on (and backfilled).
+        let all: Vec<String> = row.get(3);
+        let watched: std::collections::HashSet<String> =
+            self.watched.iter().map(|t| t.to_string()).collect();
+        let new = all.iter().any(|full| {
+            !watched.contains(full)
+                && self.cfg.tables.iter().any(|g| glob_match(g, full))
+                && !self.cfg.exclude.iter().any(|g| glob_match(g, full))
+        });
+        if new {
+            let tables = self.resolve_tables().await?;
+            self.ensure_publication(&tables).await?;
+            self.watched = tables;
         }
         Ok(())
     }
@@ -794,11 +815,12 @@ impl PostgresSource {
             return Ok(());
         }
         for t in &missing {
-            tracing::warn!(
+            tracing::info!(
                 table = %t,
                 publication = %publication,
                 "table now matches `tables`: adding it to the publication; its changes are \
-                 captured from now on, rows it already had are not copied"
+                 captured from now on, and its existing rows backfilled (unless snapshot = \
+                 \"never\")"
             );
         }
         let list: Vec<String> = missing
@@ -816,6 +838,7 @@ impl PostgresSource {
                 e,
             )
         })?;
+        self.added.extend(missing.into_iter().cloned());
         Ok(())
     }
 
@@ -1249,6 +1272,9 @@ impl Source for PostgresSource {
             // Large transactions arrive while still in progress (spilled here, not on the
             // server) instead of after PostgreSQL decoded them whole.
             options.push(("streaming", "on"));
+            // Logical messages (PostgreSQL 14+): a backfill writes one so the stream shows
+            // promptly that it passed the backfill's consistent point.
+            options.push(("messages", "true"));
         }
         let stream = client
             .start_logical_replication(&self.cfg.slot, start, &options)
@@ -1317,6 +1343,10 @@ impl Source for PostgresSource {
             let event = event.map_err(|e| self.repl_error("reading the replication stream", e))?;
             self.handle(event)?;
         }
+    }
+
+    fn added_tables(&mut self) -> Vec<TableId> {
+        std::mem::take(&mut self.added)
     }
 
     async fn keepalive(&mut self) -> Result<()> {
