@@ -476,12 +476,15 @@ fn admin_sql_views_pause_resume_and_psql() {
             .batch_execute("SNAPSHOT TABLE datagen.t0")
             .await
             .unwrap_err();
+        // The datagen source cannot backfill: a clear error (weir.tables' tests in
+        // tests/backfill.rs cover a PostgreSQL source).
         assert_eq!(e.as_db_error().unwrap().code().code(), "0A000");
         assert!(
             e.as_db_error()
                 .unwrap()
                 .message()
-                .contains("not implemented yet")
+                .contains("the datagen source cannot backfill tables"),
+            "{e:?}"
         );
         let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
         assert_eq!(one, 1);
@@ -1045,4 +1048,51 @@ fn a_sink_blocked_by_a_lock_is_reported_stalled_and_recovers() {
         "no stall warning in the log: {err}"
     );
     assert!(!err.contains(secret), "{err}");
+}
+
+/// A target that accepts connections and never answers: the sink hangs while starting, and
+/// that is a stall (unhealthy), not a healthy start.
+#[test]
+fn a_sink_hanging_while_connecting_is_reported_stalled() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            keep.lock().unwrap().push(conn); // accepted, never answered
+        }
+    });
+    let dir = TempDir::new("admin-hang");
+    let port = free_port();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"adm\"\ndata_dir = \"data\"\n\n[source]\ntype = \"datagen\"\nevents = 1000\n\n\
+             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n\n\
+             [[sinks]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"postgres://weir:pw@127.0.0.1:{silent}/x\"\n\n\
+             [admin]\nmetrics = \"127.0.0.1:{port}\"\nstall_seconds = 2\n"
+        ),
+    );
+    let run = start(&pipeline, &[]);
+    // Healthy while it starts, within stall_seconds.
+    let body = wait_for("/healthz 503 for the hanging sink", 30, || {
+        let (status, body) = get(port, "/healthz")?;
+        (status == 503).then_some(body)
+    });
+    assert!(body.contains("sink db is stalled"), "{body}");
+    assert!(!body.contains("sink files"), "{body}");
+    assert!(!held.lock().unwrap().is_empty(), "weir never connected");
+    let st: serde_json::Value = serde_json::from_str(&get(port, "/status").unwrap().1).unwrap();
+    assert_eq!(st["sinks"][1]["state"], "stalled", "{st}");
+    assert_eq!(st["sinks"][0]["state"], "running", "{st}");
+    // SIGTERM stops it even though the sink is still connecting.
+    let mut run = run;
+    let _ = std::process::Command::new("kill")
+        .arg(run.0.id().to_string())
+        .status();
+    let exited = wait_for("weir to stop on SIGTERM", 20, || run.0.try_wait().unwrap());
+    assert!(exited.success(), "{exited}");
+    let err = stderr_of(run);
+    assert!(err.contains("stalled"), "{err}");
 }

@@ -139,11 +139,20 @@ async fn sampler(ctx: Arc<Context>) {
 }
 
 /// How long a sink has made no progress while records wait, once that is over
-/// `stall_seconds` (`None`: not stalled). Only a running sink stalls: one that is retrying or
-/// failed is reported as such, and a paused or caught-up one counts as progressing.
+/// `stall_seconds` (`None`: not stalled). A running sink stalls, and so does one that hangs
+/// while starting (connecting, reading its position); one that is retrying or failed is
+/// reported as such, and a paused or caught-up one counts as progressing. Time is counted
+/// from the later of its last progress and the start of its current state.
 fn stalled_for(stall_ms: u64, st: &SinkStats, lag_records: u64, now_ms: u64) -> Option<u64> {
-    let idle = now_ms.saturating_sub(st.last_progress_ms.load(Ordering::Relaxed));
-    (lag_records > 0 && matches!(st.state(), SinkState::Running) && idle > stall_ms)
+    let since = st
+        .last_progress_ms
+        .load(Ordering::Relaxed)
+        .max(st.state_since_ms.load(Ordering::Relaxed));
+    let idle = now_ms.saturating_sub(since);
+    let state = st.state();
+    (lag_records > 0
+        && matches!(state, SinkState::Running | SinkState::Starting)
+        && idle > stall_ms)
         .then_some(idle / 1000)
 }
 

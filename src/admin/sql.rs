@@ -662,8 +662,14 @@ impl Queries {
         match &stmt {
             Stmt::NoOp(tag) => return Ok(Response::Execution(Tag::new(tag))),
             Stmt::Snapshot(name) => {
-                let table = crate::backfill::check_table(&ctx.cfg, name)
-                    .map_err(|e| sql_error("42P01", e))?;
+                let table = crate::backfill::check_table(&ctx.cfg, name).map_err(|e| {
+                    // A source without backfills: not supported; else an unknown table.
+                    let code = match ctx.cfg.source {
+                        crate::config::SourceConfig::Postgres(_) => "42P01",
+                        _ => "0A000",
+                    };
+                    sql_error(code, e)
+                })?;
                 let id = crate::backfill::request(&ctx.cfg.log_dir(), &table).map_err(|e| {
                     sql_error("58030", format!("cannot write the backfill request: {e}"))
                 })?;

@@ -278,6 +278,8 @@ pub struct SinkStats {
     pub apply_seconds: Histogram,
     /// Set by `PAUSE SINK`: the sink task applies no further batch until it is cleared.
     paused: AtomicBool,
+    /// When the sink entered its current state (ms since the epoch).
+    pub state_since_ms: AtomicU64,
 }
 
 impl SinkStats {
@@ -306,7 +308,14 @@ impl SinkStats {
     }
 
     fn set_state(&self, s: SinkState) {
-        self.state.store(s as u8, Ordering::Relaxed);
+        if self.state.swap(s as u8, Ordering::Relaxed) != s as u8
+            || self.state_since_ms.load(Ordering::Relaxed) == 0
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.state_since_ms.store(now, Ordering::Relaxed);
+        }
     }
 
     fn set_error(&self, e: String) {
@@ -1014,8 +1023,17 @@ async fn sink_session(
     halt: &mut watch::Receiver<bool>,
     progressed: &mut bool,
 ) -> Result<(), ConnectorError> {
-    let mut sink = spec.factory.build(ctx.clone()).await?;
-    let committed = sink.committed().await?.unwrap_or(0);
+    // Connecting can hang (a target that accepts and never answers): a stop must not wait.
+    let start = async {
+        let mut sink = spec.factory.build(ctx.clone()).await?;
+        let committed = sink.committed().await?;
+        Ok::<_, ConnectorError>((sink, committed))
+    };
+    let (mut sink, committed) = tokio::select! {
+        started = start => started?,
+        _ = wait_true(halt) => return Ok(()),
+    };
+    let committed = committed.unwrap_or(0);
     let head = log.head().seq;
     if committed > head {
         return Err(ConnectorError::definite(format!(
