@@ -767,7 +767,11 @@ pub fn parse_table(name: &str) -> Result<TableId, String> {
             }
             Err("unterminated quoted name".into())
         } else {
-            let end = if last { s.len() } else { s.find('.').unwrap_or(s.len()) };
+            let end = if last {
+                s.len()
+            } else {
+                s.find('.').unwrap_or(s.len())
+            };
             Ok((s[..end].to_string(), &s[end..]))
         }
     }

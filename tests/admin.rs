@@ -609,17 +609,17 @@ pub(crate) async fn sql_connect_retry(port: u16, password: &str) -> tokio_postgr
 
 /// One row of `weir.stages`.
 #[derive(Debug, Clone)]
-struct StageRow {
-    stage: String,
-    events: i64,
-    calls: i64,
-    seconds: f64,
-    p50_ms: Option<f64>,
-    p99_ms: Option<f64>,
-    share: f64,
+pub(crate) struct StageRow {
+    pub(crate) stage: String,
+    pub(crate) events: i64,
+    pub(crate) calls: i64,
+    pub(crate) seconds: f64,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
+    pub(crate) share: f64,
 }
 
-async fn stage_rows(c: &tokio_postgres::Client) -> Vec<StageRow> {
+pub(crate) async fn stage_rows(c: &tokio_postgres::Client) -> Vec<StageRow> {
     c.query("SELECT * FROM weir.stages", &[])
         .await
         .unwrap()
@@ -636,7 +636,7 @@ async fn stage_rows(c: &tokio_postgres::Client) -> Vec<StageRow> {
         .collect()
 }
 
-fn stage<'a>(rows: &'a [StageRow], name: &str) -> &'a StageRow {
+pub(crate) fn stage<'a>(rows: &'a [StageRow], name: &str) -> &'a StageRow {
     rows.iter()
         .find(|r| r.stage == name)
         .unwrap_or_else(|| panic!("no stage {name:?} in {rows:#?}"))
@@ -705,13 +705,22 @@ fn stages_show_where_the_time_goes() {
         let names: Vec<&str> = first.iter().map(|r| r.stage.as_str()).collect();
         assert_eq!(
             names,
-            ["source", "snapshot read", "log append", "sink files"]
+            [
+                "source",
+                "decode",
+                "snapshot read",
+                "log append",
+                "sink files"
+            ]
         );
         assert_stage_invariants(&first);
-        // datagen has no snapshot: that stage exists and is empty.
-        let snap = stage(&first, "snapshot read");
-        assert_eq!((snap.events, snap.calls, snap.seconds), (0, 0, 0.0));
-        assert_eq!(snap.share, 0.0);
+        // datagen has no snapshot and decodes nothing: those stages exist and are empty
+        // (tests/backfill.rs sees a PostgreSQL source's decode stage at work).
+        for empty in ["snapshot read", "decode"] {
+            let s = stage(&first, empty);
+            assert_eq!((s.events, s.calls, s.seconds), (0, 0, 0.0), "{empty}");
+            assert_eq!(s.share, 0.0);
+        }
 
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let second = stage_rows(&c).await;
@@ -761,7 +770,13 @@ fn stages_show_where_the_time_goes() {
 
     // /metrics: a histogram and an event counter per stage.
     let m = parse_metrics(&get(http, "/metrics").unwrap().1);
-    for s in ["source", "snapshot read", "log append", "sink files"] {
+    for s in [
+        "source",
+        "decode",
+        "snapshot read",
+        "log append",
+        "sink files",
+    ] {
         let count = m[&format!("weir_stage_seconds_count{{stage=\"{s}\"}}")];
         assert_eq!(
             m[&format!("weir_stage_seconds_bucket{{stage=\"{s}\",le=\"+Inf\"}}")],
@@ -784,10 +799,10 @@ fn stages_show_where_the_time_goes() {
     // /status has the same stages; the page shows them.
     let st: serde_json::Value = serde_json::from_str(&get(http, "/status").unwrap().1).unwrap();
     let stages = st["stages"].as_array().expect("stages in /status");
-    assert_eq!(stages.len(), 4);
-    assert_eq!(stages[3]["stage"], "sink files");
-    assert!(stages[3]["events"].as_u64().unwrap() > 0);
-    assert!(stages[3]["p99_ms"].is_number());
+    assert_eq!(stages.len(), 5);
+    assert_eq!(stages[4]["stage"], "sink files");
+    assert!(stages[4]["events"].as_u64().unwrap() > 0);
+    assert!(stages[4]["p99_ms"].is_number());
     let (_, page) = get(http, "/").unwrap();
     assert!(page.contains("id=\"stages\"") && page.contains("st.stages"));
 
@@ -815,7 +830,7 @@ fn stages_show_where_the_time_goes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("p99_ms") && stdout.contains("sink files") && stdout.contains("(4 rows)"),
+        stdout.contains("p99_ms") && stdout.contains("sink files") && stdout.contains("(5 rows)"),
         "{stdout}"
     );
 
@@ -1092,7 +1107,7 @@ fn a_sink_hanging_while_connecting_is_reported_stalled() {
         .arg(run.0.id().to_string())
         .status();
     let exited = wait_for("weir to stop on SIGTERM", 20, || run.0.try_wait().unwrap());
-    assert!(exited.success(), "{exited}");
     let err = stderr_of(run);
+    assert!(exited.success(), "{exited}: {err}");
     assert!(err.contains("stalled"), "{err}");
 }

@@ -269,6 +269,13 @@ fn snapshot_table_in_admin_sql_backfills_into_a_postgres_target() {
             states.iter().any(|s| s.as_deref() == Some("running")),
             "{states:?}"
         );
+        // The PostgreSQL source reports its decoding as its own stage.
+        let rows = crate::admin::stage_rows(&admin).await;
+        let decode = crate::admin::stage(&rows, "decode");
+        assert!(
+            decode.events > 0 && decode.calls > 0 && decode.seconds > 0.0,
+            "{rows:#?}"
+        );
     });
     load.join().unwrap();
     // The target converges to the source, row for row.

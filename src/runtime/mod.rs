@@ -141,6 +141,9 @@ pub struct Stats {
     /// and waiting for the source to have something), per item; events are the changes. A
     /// wait that ends with a heartbeat (the source had nothing) is idle and not counted.
     pub source_stage: Arc<StageStats>,
+    /// Stage `decode`: the source's CPU time turning protocol messages into change events
+    /// (`Source::decode_time`), per item; taken out of the `source` stage.
+    pub decode_stage: Arc<StageStats>,
     /// Stage `snapshot read`: time the snapshot workers spend in `ChunkReader::open` and
     /// `next_batch`, per batch; events are the rows.
     pub snapshot_stage: Arc<StageStats>,
@@ -202,7 +205,7 @@ impl Stats {
         self.sinks.get(name).cloned().unwrap_or_default()
     }
 
-    /// Every stage, in the order data flows: `source`, `snapshot read`, `log append`, then
+    /// Every stage, in the order data flows: `source`, `decode`, `snapshot read`, `log append`, then
     /// `sink NAME` for each of `sinks` (the pipeline file's order; a sink's stage is its
     /// `apply` calls, its events the change events applied).
     pub fn stages<'a>(&self, sinks: impl IntoIterator<Item = &'a str>) -> Vec<StageReading> {
@@ -213,6 +216,7 @@ impl Stats {
         };
         let mut out = vec![
             stage("source".into(), &self.source_stage),
+            stage("decode".into(), &self.decode_stage),
             stage("snapshot read".into(), &self.snapshot_stage),
             stage("log append".into(), &self.log_stage),
         ];
@@ -836,11 +840,20 @@ async fn source_session(
         };
         // A heartbeat says the source had nothing to stage: that wait was idle, not work.
         let waited = std::mem::take(&mut awaiting) + waited.elapsed();
-        match &item {
-            SourceItem::Heartbeat(_) => {}
-            SourceItem::Changes(c) => stats.source_stage.record(waited, c.len() as u64),
-            SourceItem::Transaction(t) => stats.source_stage.record(waited, t.changes.len() as u64),
-            SourceItem::Schema(_) | SourceItem::Commit(_) => stats.source_stage.record(waited, 0),
+        let decode = source.decode_time();
+        let events = match &item {
+            SourceItem::Heartbeat(_) => None,
+            SourceItem::Changes(c) => Some(c.len() as u64),
+            SourceItem::Transaction(t) => Some(t.changes.len() as u64),
+            SourceItem::Schema(_) | SourceItem::Commit(_) => Some(0),
+        };
+        if let Some(events) = events {
+            stats
+                .source_stage
+                .record(waited.saturating_sub(decode), events);
+            if !decode.is_zero() {
+                stats.decode_stage.record(decode, events);
+            }
         }
         let commit = match item {
             SourceItem::Schema(s) => {

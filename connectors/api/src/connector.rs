@@ -71,6 +71,13 @@ pub trait Source: Send {
     fn added_tables(&mut self) -> Vec<TableId> {
         Vec::new()
     }
+
+    /// CPU time spent decoding (protocol messages into change events) since the last call;
+    /// the rest of the time in [`Source::next`] is reading and waiting. For the `decode`
+    /// stage of `weir.stages`; the default reports none.
+    fn decode_time(&mut self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A range of one table's rows, by primary key, read from a consistent point.

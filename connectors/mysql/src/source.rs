@@ -117,6 +117,8 @@ pub struct MysqlSource {
     task: Option<JoinHandle<()>>,
     sql: Option<Conn>,
     facts: Option<ServerFacts>,
+    /// Nanoseconds the binlog reader spent decoding (not waiting to hand items on).
+    decode_nanos: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for MysqlSource {
@@ -185,6 +187,7 @@ impl MysqlSource {
             task: None,
             sql: None,
             facts: None,
+            decode_nanos: Arc::default(),
         }
     }
 
@@ -455,6 +458,8 @@ impl Source for MysqlSource {
         let (tx, rx) = mpsc::channel(CHANNEL_ITEMS);
         let (started_tx, started_rx) = oneshot::channel();
         let mut reader = StreamReader {
+            decode_nanos: self.decode_nanos.clone(),
+            send_wait: std::time::Duration::ZERO,
             cfg: self.cfg.clone(),
             facts,
             tx,
@@ -517,6 +522,13 @@ impl Source for MysqlSource {
                 ))
             }
         }
+    }
+
+    fn decode_time(&mut self) -> std::time::Duration {
+        std::time::Duration::from_nanos(
+            self.decode_nanos
+                .swap(0, std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// MySQL and MariaDB keep binlogs by time or size (`binlog_expire_logs_seconds`,
@@ -612,6 +624,10 @@ struct StreamReader {
     fde_seen: bool,
     /// The stream is at the start of a binlog file (its GTID_LIST is the state here).
     at_file_start: bool,
+    /// Decoding time, shared with the source (the `decode` stage).
+    decode_nanos: Arc<std::sync::atomic::AtomicU64>,
+    /// Time the current event spent waiting to hand items on (not decoding).
+    send_wait: std::time::Duration,
 }
 
 /// The reader stops: the receiver is gone.
@@ -631,7 +647,15 @@ impl StreamReader {
                     if let Some(s) = started.take() {
                         let _ = s.send(Ok(()));
                     }
-                    match self.event(&event).await {
+                    let t = std::time::Instant::now();
+                    self.send_wait = std::time::Duration::ZERO;
+                    let result = self.event(&event).await;
+                    let spent = t.elapsed().saturating_sub(self.send_wait);
+                    self.decode_nanos.fetch_add(
+                        spent.as_nanos() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    match result {
                         Ok(()) => continue,
                         Err(Ok(Closed)) => return,
                         Err(Err(e)) => e,
@@ -659,8 +683,11 @@ impl StreamReader {
         }
     }
 
-    async fn send(&self, item: SourceItem) -> std::result::Result<(), Closed> {
-        self.tx.send(Ok(item)).await.map_err(|_| Closed)
+    async fn send(&mut self, item: SourceItem) -> std::result::Result<(), Closed> {
+        let t = std::time::Instant::now();
+        let sent = self.tx.send(Ok(item)).await.map_err(|_| Closed);
+        self.send_wait += t.elapsed();
+        sent
     }
 
     fn position(&self, pos: u64, server_id: Option<u32>) -> MysqlPosition {

@@ -341,6 +341,8 @@ pub struct PostgresSource {
     wal_seen: Lsn,
     /// Tables added to the publication since [`Source::added_tables`] was last called.
     added: Vec<TableId>,
+    /// Time spent decoding since [`Source::decode_time`] was last called.
+    decode: std::time::Duration,
 }
 
 /// How often a status update goes out while the stream is not being read (paused by
@@ -440,6 +442,7 @@ impl PostgresSource {
             gone: None,
             wal_seen: 0,
             added: Vec::new(),
+            decode: std::time::Duration::ZERO,
         }
     }
 
@@ -1325,7 +1328,9 @@ impl Source for PostgresSource {
                     self.reply_pending = true;
                     self.last_status = std::time::Instant::now();
                 }
+                let t = std::time::Instant::now();
                 self.replay_step()?;
+                self.decode += t.elapsed();
                 continue;
             }
             if self.gone.is_none() && std::time::Instant::now() >= self.next_check {
@@ -1341,12 +1346,18 @@ impl Source for PostgresSource {
                 () = tokio::time::sleep_until(check_at), if checking => continue,
             };
             let event = event.map_err(|e| self.repl_error("reading the replication stream", e))?;
+            let t = std::time::Instant::now();
             self.handle(event)?;
+            self.decode += t.elapsed();
         }
     }
 
     fn added_tables(&mut self) -> Vec<TableId> {
         std::mem::take(&mut self.added)
+    }
+
+    fn decode_time(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.decode)
     }
 
     async fn keepalive(&mut self) -> Result<()> {
