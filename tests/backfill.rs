@@ -67,6 +67,20 @@ fn source_rows(table: &str) -> std::collections::BTreeMap<String, String> {
     .collect()
 }
 
+/// Polls `f` every 100 ms for up to 30 s until it gives a value.
+async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn weir_snapshot_backfills_a_streamed_table_under_writes_and_kills() {
     let tag = unique("bf");
@@ -268,6 +282,21 @@ fn snapshot_table_in_admin_sql_backfills_into_a_postgres_target() {
         assert!(
             states.iter().any(|s| s.as_deref() == Some("running")),
             "{states:?}"
+        );
+        // The WAL the slot holds is measured (weir.pipeline, /metrics).
+        let retained = wait_for_async(|| async {
+            let row = admin
+                .query_one("SELECT source_retained_bytes FROM weir.pipeline", &[])
+                .await
+                .unwrap();
+            row.get::<_, Option<i64>>(0)
+        })
+        .await;
+        assert!(retained >= 0, "{retained}");
+        let (_, metrics) = crate::admin::get(http, "/metrics").unwrap();
+        assert!(
+            metrics.contains("\nweir_source_retained_bytes "),
+            "{metrics}"
         );
         // The PostgreSQL source reports its decoding as its own stage.
         let rows = crate::admin::stage_rows(&admin).await;

@@ -186,6 +186,16 @@ fn metrics(ctx: &Context) -> String {
         "Last visible staging log sequence",
         v.head_seq.to_string(),
     );
+    if let Some(b) = v.source_retained_bytes {
+        gauge(
+            &mut o,
+            "weir_source_retained_bytes",
+            "gauge",
+            "Change log the source database keeps for this pipeline (PostgreSQL: WAL held by the \
+             replication slot), as last measured",
+            b.to_string(),
+        );
+    }
     gauge(
         &mut o,
         "weir_log_bytes",

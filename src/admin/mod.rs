@@ -256,6 +256,8 @@ pub(crate) struct View {
     pub source_events_per_sec: f64,
     pub source_retries: u64,
     pub source_error: Option<String>,
+    /// Change log the database keeps for the pipeline, where the source can tell.
+    pub source_retained_bytes: Option<u64>,
     pub head_seq: u64,
     pub backlog_bytes: u64,
     pub sinks: Vec<SinkView>,
@@ -374,6 +376,10 @@ impl Context {
             staged_txns: stats.staged_txns.load(Ordering::Relaxed),
             source_events_per_sec: rate_src,
             source_retries: stats.source_retries.load(Ordering::Relaxed),
+            source_retained_bytes: u64::try_from(
+                stats.source_retained_bytes.load(Ordering::Relaxed),
+            )
+            .ok(),
             source_error: stats
                 .source_error
                 .lock()
@@ -433,6 +439,7 @@ impl Context {
         report["source"]["events_per_sec"] = serde_json::json!(round2(view.source_events_per_sec));
         report["source"]["retries"] = serde_json::json!(view.source_retries);
         report["source"]["last_error"] = serde_json::json!(view.source_error);
+        report["source"]["retained_bytes"] = serde_json::json!(view.source_retained_bytes);
         report["time_ms"] = serde_json::json!(now_ms());
         let live = self
             .stats

@@ -135,6 +135,7 @@ impl View {
                 ("log_backlog_bytes", Int),
                 ("source_retries", Int),
                 ("source_last_error", Text),
+                ("source_retained_bytes", Int),
             ],
             View::Sinks => &[
                 ("name", Text),
@@ -871,6 +872,7 @@ fn pipeline_row(s: &serde_json::Value) -> Vec<Val> {
             serde_json::Value::String(e) => Val::Text(redact_text(e)),
             _ => Val::Null,
         },
+        int(&s["source"]["retained_bytes"]),
     ]
 }
 

@@ -135,6 +135,8 @@ pub struct Stats {
     pub source_retries: AtomicU64,
     /// The source's last error (redacted by the connector).
     pub source_error: Mutex<Option<String>>,
+    /// Change log the database keeps for the pipeline (`Source::retained_bytes`); -1 unknown.
+    pub source_retained_bytes: std::sync::atomic::AtomicI64,
     /// Per sink, registered before the run starts.
     pub sinks: BTreeMap<String, Arc<SinkStats>>,
     /// Stage `source`: time the source task awaits `Source::next()` (reading and decoding,
@@ -197,6 +199,7 @@ impl Stats {
                 .into_iter()
                 .map(|n| (n.to_string(), Arc::new(SinkStats::default())))
                 .collect(),
+            source_retained_bytes: std::sync::atomic::AtomicI64::new(-1),
             ..Stats::default()
         }
     }
@@ -827,6 +830,10 @@ async fn source_session(
             _ = writer.closed() => return Err(LogError::WriterGone.into()),
             _ = tokio::time::sleep_until(backfill.poll_at()) => {
                 awaiting += waited.elapsed();
+                stats.source_retained_bytes.store(
+                    source.retained_bytes().map_or(-1, |b| b as i64),
+                    Ordering::Relaxed,
+                );
                 backfill.added(log, source.added_tables(), backfill_new);
                 backfill.poll(log, factory).await?;
                 continue;

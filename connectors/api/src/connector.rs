@@ -78,6 +78,12 @@ pub trait Source: Send {
     fn decode_time(&mut self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+
+    /// Bytes of change log the database keeps for this pipeline, where the source can tell
+    /// (PostgreSQL: WAL the replication slot holds), as last measured; `None` if unknown.
+    fn retained_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A range of one table's rows, by primary key, read from a consistent point.

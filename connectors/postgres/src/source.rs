@@ -343,6 +343,8 @@ pub struct PostgresSource {
     added: Vec<TableId>,
     /// Time spent decoding since [`Source::decode_time`] was last called.
     decode: std::time::Duration,
+    /// WAL the slot holds (`pg_current_wal_lsn() - restart_lsn`), from the last check.
+    retained: Option<u64>,
 }
 
 /// How often a status update goes out while the stream is not being read (paused by
@@ -350,8 +352,12 @@ pub struct PostgresSource {
 /// default, but servers set it as low as a few seconds) never cuts the connection.
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How often a streaming source checks that its publication and tables still exist.
+/// How often a streaming source checks that its publication and tables still exist (and
+/// for new matching tables, and measures the WAL its slot holds).
 const TABLE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The first check after start: soon, so the retained WAL is known early.
+const FIRST_CHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The raw messages of one in-progress streamed transaction: `[lsn u64][len u32][bytes]`.
 struct Spill {
@@ -443,6 +449,7 @@ impl PostgresSource {
             wal_seen: 0,
             added: Vec::new(),
             decode: std::time::Duration::ZERO,
+            retained: None,
         }
     }
 
@@ -451,6 +458,7 @@ impl PostgresSource {
     /// stream reaches once it has delivered every change from before the drop.
     async fn check_tables(&mut self) -> Result<()> {
         let publication = self.cfg.publication.clone();
+        let slot = self.cfg.slot.clone();
         let client = self.connect_sql().await?;
         let row = client
             .query_one(
@@ -460,13 +468,16 @@ impl PostgresSource {
                  pg_catalog.pg_current_wal_lsn()::text, \
                  COALESCE((SELECT array_agg(schemaname::text || '.' || tablename::text) \
                    FROM pg_catalog.pg_tables \
-                   WHERE schemaname NOT IN ('pg_catalog', 'information_schema')), '{}')",
-                &[&publication],
+                   WHERE schemaname NOT IN ('pg_catalog', 'information_schema')), '{}'), \
+                 (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), \
+                   restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $2)",
+                &[&publication, &slot],
             )
             .await
             .map_err(|e| sql_error("postgres source: checking the publication's tables", e))?;
         let exists: bool = row.get(0);
         let published: Vec<String> = row.get(1);
+        self.retained = row.get::<_, Option<i64>>(4).map(|b| b.max(0) as u64);
         let lsn_text: String = row.get(2);
         let at = parse_lsn(&lsn_text).ok_or_else(|| {
             ConnectorError::definite(format!("postgres source: bad LSN {lsn_text:?} from server"))
@@ -1245,7 +1256,7 @@ impl Source for PostgresSource {
         self.watched = tables;
         self.gone = None;
         self.wal_seen = 0;
-        self.next_check = std::time::Instant::now() + TABLE_CHECK_EVERY;
+        self.next_check = std::time::Instant::now() + FIRST_CHECK_AFTER;
         if resume_lsn.is_some() && !self.slot_exists().await? {
             return Err(ConnectorError::definite(format!(
                 "postgres source: replication slot {:?} does not exist any more (dropped, or \
@@ -1358,6 +1369,10 @@ impl Source for PostgresSource {
 
     fn decode_time(&mut self) -> std::time::Duration {
         std::mem::take(&mut self.decode)
+    }
+
+    fn retained_bytes(&self) -> Option<u64> {
+        self.retained
     }
 
     async fn keepalive(&mut self) -> Result<()> {
