@@ -1010,3 +1010,91 @@ async fn tansu_preflight_reports_idempotent_only() {
         "{f:?}"
     );
 }
+
+/// Idempotent mode writes the offset record right behind a batch's messages: a restarted
+/// sink takes the record's position only when every message it lists is in its partition,
+/// else the position before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_offset_record_holds_only_with_its_messages() {
+    let pipeline = unique("idemrec");
+    let t = format!("{pipeline}.public.orders");
+    let offsets = format!("{pipeline}_offsets");
+    let mock = mock_cluster(&[(&t, 3), (&offsets, 1)]);
+    let mut cfg = mock_config(&mock, &pipeline);
+    cfg.delivery = Some(Delivery::Idempotent);
+    let log = test_log(&[3, 4]);
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    sink.apply(&log.entries).await.unwrap();
+    let committed = sink.committed().await.unwrap();
+    assert_eq!(committed, Some(log.entries.len() as u64));
+    drop(sink);
+    // The record the sink wrote lists the last message of each partition it wrote.
+    let recs = read_topic(&mock.bootstrap_servers(), &offsets);
+    let last: serde_json::Value =
+        serde_json::from_slice(recs.last().unwrap().value.as_ref().unwrap()).unwrap();
+    let expect = last["expect"].as_array().expect("an expect list");
+    let msgs = read_topic(&mock.bootstrap_servers(), &t);
+    let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
+    for m in &msgs {
+        let s = per_partition.entry(m.partition).or_default();
+        *s = (*s).max(m.seq());
+    }
+    let listed: BTreeMap<i32, u64> = expect
+        .iter()
+        .map(|x| {
+            (
+                x["partition"].as_i64().unwrap() as i32,
+                x["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, per_partition, "{last}");
+
+    // Records as a crashed sink could leave them: one whose messages are in (past the end
+    // of the log: its position is taken), then one listing a message that never arrived.
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .unwrap();
+    let key = format!("{pipeline}/ev");
+    let (p, s) = per_partition.iter().next().map(|(p, s)| (*p, *s)).unwrap();
+    let record = |seq: u64, prev: u64, expected: u64| {
+        serde_json::json!({
+            "seq": seq, "pipeline": pipeline, "sink": "ev", "ts_ms": 0, "prev": prev,
+            "expect": [{"topic": t, "partition": p, "seq": expected}],
+        })
+        .to_string()
+    };
+    let write = |v: String| {
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(&offsets)
+                    .key(&key)
+                    .payload(&v),
+            )
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    let committed = committed.unwrap();
+    write(record(committed + 10, committed, s));
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.committed().await.unwrap(),
+        Some(committed + 10),
+        "the listed message is there"
+    );
+    drop(sink);
+    write(record(committed + 20, committed + 10, s + 1_000));
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.committed().await.unwrap(),
+        Some(committed + 10),
+        "a listed message is missing: the position before the record"
+    );
+}
