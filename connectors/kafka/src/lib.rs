@@ -53,7 +53,8 @@
 //! or drops a produce request within `socket.timeout.ms` of receiving it (the time after
 //! which the producer itself gives up on the answer); a broker slower than that can still
 //! reorder after a crash. Each (re)start of the sink therefore takes that long before its
-//! first write; it overlaps with the source's start-up.
+//! first write (a sink with nothing to write does not wait); it overlaps with the source's
+//! start-up.
 //!
 //! At the last Commit of a call the sink sends the offset record right behind the messages
 //! and waits once for all acknowledgements. The record lists, per partition written since the
@@ -62,7 +63,10 @@
 //! of this sink is at or past the listed one (per-partition order plus the gapless guarantee
 //! make the rest of the batch present too), else `prev`, whose messages were all acknowledged
 //! before the record was sent. A position the engine was told about (a call that returned)
-//! always passes: its messages were acknowledged. Limits: consumers may see part of a source
+//! always passes: its messages were acknowledged (unless Kafka's retention deleted all of a
+//! listed partition's messages before the restart: then the sink falls back to `prev`, and
+//! the engine reports the records in between gone if the staging log no longer has them).
+//! Limits: consumers may see part of a source
 //! transaction before the rest arrives (and, after a crash, before it is completed), and only
 //! one weir may write a sink (nothing fences a second one).
 //!
