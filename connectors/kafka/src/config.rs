@@ -14,8 +14,9 @@ pub enum Delivery {
     /// transaction protocol (Apache Kafka, Redpanda, ...).
     Transactions,
     /// Idempotent producer without transactions (brokers such as tansu): duplicates are
-    /// avoided by reading back what is already in each partition on start; consumers may see
-    /// part of a source transaction before the rest arrives.
+    /// avoided by reading back what is already in each partition on start, after waiting out
+    /// `socket.timeout.ms` (default here 10 s) for an earlier producer's requests to land;
+    /// consumers may see part of a source transaction before the rest arrives.
     Idempotent,
 }
 

@@ -37,12 +37,36 @@
 //! old producer left, and the offsets record read_committed says which transactions made it.
 //!
 //! **`delivery = "idempotent"`** (brokers without transactions, e.g. tansu): an idempotent
-//! producer with `enable.gapless.guarantee`. At the last Commit of a call the sink flushes,
-//! then writes and flushes the offset record. On start, the first time it touches a topic it
+//! producer with `enable.gapless.guarantee`. The first time the sink touches a topic it
 //! reads the last message *this sink* wrote to each partition (`weir.sink`, `weir.seq`,
 //! `weir.tombstone` headers) and skips every message at or below it, so re-applying after a
 //! crash duplicates nothing; per-partition order plus the gapless guarantee make "at or
-//! below the last one" exactly "already there". Limits: consumers may see part of a source
+//! below the last one" exactly "already there".
+//!
+//! That read-back is only right once an earlier producer of the sink (a SIGKILLed process,
+//! or the producer of a sink the engine dropped) has nothing left in flight: nothing fences
+//! it without transactions, and a produce request the broker received but had not applied
+//! yet would land after the read-back, duplicating what the new sink resends and putting a
+//! key's older value after its newer one. So a new sink waits until `socket.timeout.ms`
+//! (weir's default for this mode: 10 s) has passed since it started before it reads back a
+//! data partition or writes anything. That is the bound: the sink assumes the broker applies
+//! or drops a produce request within `socket.timeout.ms` of receiving it (the time after
+//! which the producer itself gives up on the answer); a broker slower than that can still
+//! reorder after a crash. Each (re)start of the sink therefore takes that long before its
+//! first write (a sink with nothing to write does not wait); it overlaps with the source's
+//! start-up.
+//!
+//! At the last Commit of a call the sink sends the offset record right behind the messages
+//! and waits once for all acknowledgements. The record lists, per partition written since the
+//! previous record, the last message sent there, and the position before it (`prev`); a
+//! restarted sink takes the record's position only if each listed partition's last message
+//! of this sink is at or past the listed one (per-partition order plus the gapless guarantee
+//! make the rest of the batch present too), else `prev`, whose messages were all acknowledged
+//! before the record was sent. A position the engine was told about (a call that returned)
+//! always passes: its messages were acknowledged (unless Kafka's retention deleted all of a
+//! listed partition's messages before the restart: then the sink falls back to `prev`, and
+//! the engine reports the records in between gone if the staging log no longer has them).
+//! Limits: consumers may see part of a source
 //! transaction before the rest arrives (and, after a crash, before it is completed), and only
 //! one weir may write a sink (nothing fences a second one).
 //!

@@ -39,6 +39,10 @@ pub mod headers {
 /// with a transient error (the engine then rebuilds the sink and resumes).
 const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Idempotent mode: weir's default `socket.timeout.ms` (librdkafka's is 60 s), which is also
+/// how long a restarted sink waits before it reads back and writes (see [`KafkaSink::settle`]).
+const IDEMPOTENT_SOCKET_TIMEOUT_MS: u64 = 10_000;
+
 /// What the offsets topic holds for one sink (key `pipeline/sink`).
 #[derive(Debug, Serialize, Deserialize)]
 struct OffsetRecord {
@@ -48,6 +52,25 @@ struct OffsetRecord {
     sink: String,
     /// When it was written (milliseconds since the Unix epoch).
     ts_ms: i64,
+    /// Idempotent mode: the record is sent together with the batch's messages, not after
+    /// their acknowledgements, so `seq` holds only once every message listed here is in its
+    /// partition; until then the position is `prev`, whose messages were all acknowledged
+    /// before this record was sent. Empty (and absent from older records, and in
+    /// transactions mode): `seq` holds as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    expect: Vec<Expected>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prev: Option<u64>,
+}
+
+/// The last message the sink sent to a partition before writing an offset record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Expected {
+    topic: String,
+    partition: i32,
+    seq: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tombstone: bool,
 }
 
 struct TopicState {
@@ -88,6 +111,12 @@ pub struct KafkaSink {
     source_txn: Option<OpenTxn>,
     broken: Option<String>,
     value: Vec<u8>,
+    /// Idempotent mode: until when the sink must neither read back a data partition nor
+    /// write anything (`None` once waited for; see [`KafkaSink::settle`]).
+    settle_until: Option<Instant>,
+    /// Idempotent mode: the last (seq, tombstone) sent to each partition since the last
+    /// acknowledged flush.
+    unflushed: BTreeMap<(Arc<str>, i32), (u64, u8)>,
 }
 
 impl KafkaSink {
@@ -96,6 +125,9 @@ impl KafkaSink {
     /// Needs the multi-threaded tokio runtime (blocking librdkafka calls run in
     /// `block_in_place`).
     pub async fn connect(cfg: &KafkaSinkConfig, ctx: SinkContext) -> Result<KafkaSink> {
+        // Any earlier producer of this sink is gone by now (a killed process, or a sink the
+        // engine dropped before rebuilding it): the settle time counts from here.
+        let started = Instant::now();
         let what = format!("kafka sink {}", ctx.sink);
         cfg.validate(&ctx.sink)?;
         let mode = match cfg.delivery {
@@ -115,7 +147,7 @@ impl KafkaSink {
             },
         };
         let cfg = cfg.clone();
-        tokio::task::block_in_place(|| Self::connect_blocking(cfg, ctx, mode, what))
+        tokio::task::block_in_place(|| Self::connect_blocking(cfg, ctx, mode, what, started))
     }
 
     fn connect_blocking(
@@ -123,6 +155,7 @@ impl KafkaSink {
         ctx: SinkContext,
         mode: Delivery,
         what: String,
+        started: Instant,
     ) -> Result<KafkaSink> {
         let client_id = format!("weir-{}-{}", ctx.pipeline, ctx.sink);
         let mut defaults: Vec<(&str, String)> = vec![
@@ -145,12 +178,20 @@ impl KafkaSink {
             Delivery::Idempotent => {
                 defaults.push(("enable.gapless.guarantee", "true".into()));
                 defaults.push(("message.timeout.ms", "120000".into()));
+                defaults.push((
+                    "socket.timeout.ms",
+                    IDEMPOTENT_SOCKET_TIMEOUT_MS.to_string(),
+                ));
             }
         }
         let pc = client::client_config(&cfg, &defaults);
         let producer: ThreadedProducer<client::SinkContext> = pc
             .create_with_context(client::SinkContext::default())
             .map_err(|e| client::config_error(&cfg, &what, e))?;
+        let settle_until = match mode {
+            Delivery::Transactions => None,
+            Delivery::Idempotent => Some(started + settle_time(&cfg)),
+        };
         if mode == Delivery::Transactions {
             producer
                 .init_transactions(REQUEST_TIMEOUT * 2)
@@ -188,6 +229,8 @@ impl KafkaSink {
             source_txn: None,
             broken: None,
             value: Vec::with_capacity(1024),
+            settle_until,
+            unflushed: BTreeMap::new(),
         };
         sink.committed = sink.read_committed()?;
         tracing::info!(sink = %sink.ctx.sink, delivery = mode.as_str(), committed = ?sink.committed, "kafka sink ready");
@@ -199,12 +242,42 @@ impl KafkaSink {
         self.mode
     }
 
+    /// Idempotent mode: waits until `socket.timeout.ms` has passed since this sink started,
+    /// once, before the sink first reads back a data partition or writes anything.
+    ///
+    /// Without transactions nothing fences an earlier producer of this sink (a SIGKILLed
+    /// process, or the producer of a sink the engine dropped): the produce requests it had
+    /// sent but the broker had not yet applied still land when the broker gets to them. Had
+    /// the sink read a partition's last message before such a request landed, it would send
+    /// again what the request holds, and the late request would put a key's older values
+    /// after its newer ones. The earlier producer was gone before this sink started, so its
+    /// requests had reached the broker by then; the sink assumes a broker applies (or drops)
+    /// a produce request within `socket.timeout.ms` of receiving it, the time after which the
+    /// producer itself gives up waiting for the answer. A broker slower than that can still
+    /// reorder after a crash; nothing but transactions can rule it out.
+    fn settle(&mut self) {
+        let Some(until) = self.settle_until.take() else {
+            return;
+        };
+        let wait = until.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            tracing::info!(
+                sink = %self.ctx.sink,
+                wait_ms = wait.as_millis() as u64,
+                "idempotent delivery: waiting out socket.timeout.ms since start-up for produce \
+                 requests of an earlier producer of this sink to land before reading back \
+                 partitions"
+            );
+            std::thread::sleep(wait);
+        }
+    }
+
     /// The sink's position from the offsets topic (read_committed).
     fn read_committed(&mut self) -> Result<Option<u64>> {
         let topic = self.offsets_topic.clone();
         let n = self.topic(&topic, true)?.partitions;
         let p = partition_for_key(self.writer.as_bytes(), n);
-        let mut found: Option<u64> = None;
+        let mut found: Option<OffsetRecord> = None;
         let (cfg, writer, what) = (&self.cfg, self.writer.as_bytes(), &self.what);
         client::scan_back(cfg, &self.reader, &topic, p, what, |m| {
             if m.key() != Some(writer) {
@@ -223,10 +296,46 @@ impl KafkaSink {
                     e,
                 )
             })?;
-            found = Some(rec.seq);
+            found = Some(rec);
             Ok(true)
         })?;
-        Ok(found)
+        let Some(rec) = found else { return Ok(None) };
+        // Idempotent mode: the record holds once the messages sent with it are all in.
+        for x in &rec.expect {
+            let last = self.last_written(&x.topic, x.partition)?;
+            if last < Some((x.seq, u8::from(x.tombstone))) {
+                tracing::info!(
+                    sink = %self.ctx.sink,
+                    seq = rec.seq,
+                    prev = ?rec.prev,
+                    topic = %x.topic,
+                    partition = x.partition,
+                    expected = x.seq,
+                    ?last,
+                    "the last offset record's messages did not all reach Kafka: resuming from the \
+                     position before it"
+                );
+                return Ok(rec.prev);
+            }
+        }
+        Ok(Some(rec.seq))
+    }
+
+    /// The last (seq, tombstone) this sink wrote to a partition, read back from its end.
+    fn last_written(&self, topic: &str, partition: i32) -> Result<Option<(u64, u8)>> {
+        let writer = self.writer.as_str();
+        let mut last = None;
+        client::scan_back(&self.cfg, &self.reader, topic, partition, &self.what, |m| {
+            if client::header(m, headers::SINK) != Some(writer) {
+                return Ok(false);
+            }
+            let seq = client::header(m, headers::SEQ).and_then(|s| s.parse::<u64>().ok());
+            let Some(seq) = seq else { return Ok(false) };
+            let idx = u8::from(client::header(m, headers::TOMBSTONE).is_some());
+            last = last.max(Some((seq, idx)));
+            Ok(true)
+        })?;
+        Ok(last)
     }
 
     /// The topic's state, creating the topic (or failing clearly) when it is missing.
@@ -276,19 +385,9 @@ impl KafkaSink {
         let partitions = partitions.unwrap_or(1);
         let mut last = Vec::new();
         if self.mode == Delivery::Idempotent && !offsets {
-            last = vec![None; partitions as usize];
-            let writer = self.writer.as_str();
-            for (p, slot) in last.iter_mut().enumerate() {
-                client::scan_back(&self.cfg, &self.reader, name, p as i32, &what, |m| {
-                    if client::header(m, headers::SINK) != Some(writer) {
-                        return Ok(false);
-                    }
-                    let seq = client::header(m, headers::SEQ).and_then(|s| s.parse::<u64>().ok());
-                    let Some(seq) = seq else { return Ok(false) };
-                    let idx = u8::from(client::header(m, headers::TOMBSTONE).is_some());
-                    *slot = (*slot).max(Some((seq, idx)));
-                    Ok(true)
-                })?;
+            self.settle();
+            for p in 0..partitions {
+                last.push(self.last_written(name, p)?);
             }
             tracing::debug!(topic = name, ?last, "positions already written");
         }
@@ -341,6 +440,9 @@ impl KafkaSink {
         tombstone: bool,
     ) -> Result<()> {
         let offsets = Arc::ptr_eq(topic, &self.offsets_topic);
+        // Before the first write (also of an offset record, which could otherwise land
+        // before an earlier producer's late one).
+        self.settle();
         let state = self.topic(topic, offsets)?;
         let n = state.partitions;
         let partition = match key {
@@ -366,7 +468,17 @@ impl KafkaSink {
         let mut since: Option<Instant> = None;
         loop {
             match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if self.mode == Delivery::Idempotent && !offsets {
+                        let at = (seq, u8::from(tombstone));
+                        let slot = self
+                            .unflushed
+                            .entry((topic.clone(), partition))
+                            .or_insert(at);
+                        *slot = (*slot).max(at);
+                    }
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     rec = r;
                     if let Some(f) = self.producer.context().failure() {
@@ -523,11 +635,31 @@ impl KafkaSink {
 
     /// Makes everything up to the commit at `seq` durable together with `seq`.
     fn finish(&mut self, seq: u64) -> Result<()> {
+        // Idempotent mode: the record goes out right behind the messages, and one flush waits
+        // for both; until all the messages it lists are in, a reader takes `prev`.
+        let (expect, prev) = match self.mode {
+            Delivery::Transactions => (Vec::new(), None),
+            Delivery::Idempotent => {
+                let expect: Vec<Expected> = self
+                    .unflushed
+                    .iter()
+                    .map(|((t, p), (s, tomb))| Expected {
+                        topic: t.to_string(),
+                        partition: *p,
+                        seq: *s,
+                        tombstone: *tomb != 0,
+                    })
+                    .collect();
+                (expect, self.committed)
+            }
+        };
         let rec = OffsetRecord {
             seq,
             pipeline: self.ctx.pipeline.clone(),
             sink: self.ctx.sink.clone(),
             ts_ms: now_ms(),
+            expect,
+            prev,
         };
         let value = serde_json::to_vec(&rec)
             .map_err(|e| ConnectorError::definite_from("cannot encode the offset record", e))?;
@@ -561,10 +693,10 @@ impl KafkaSink {
                 }
             }
             Delivery::Idempotent => {
-                self.flush(seq)?;
                 let h = OwnedHeaders::new();
                 self.send(&topic, Some(key.as_bytes()), Some(&value), h, seq, false)?;
                 self.flush(seq)?;
+                self.unflushed.clear();
             }
         }
         self.committed = Some(seq);
@@ -638,6 +770,17 @@ impl Sink for KafkaSink {
             res
         })
     }
+}
+
+/// Idempotent mode's settle time: the producer's `socket.timeout.ms` (librdkafka has
+/// checked the value by the time this runs).
+fn settle_time(cfg: &KafkaSinkConfig) -> Duration {
+    let ms = cfg
+        .properties
+        .get("socket.timeout.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(IDEMPOTENT_SOCKET_TIMEOUT_MS);
+    Duration::from_millis(ms)
 }
 
 fn now_ms() -> i64 {

@@ -1010,3 +1010,167 @@ async fn tansu_preflight_reports_idempotent_only() {
         "{f:?}"
     );
 }
+
+/// Idempotent mode writes the offset record right behind a batch's messages: a restarted
+/// sink takes the record's position only when every message it lists is in its partition,
+/// else the position before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_offset_record_holds_only_with_its_messages() {
+    let pipeline = unique("idemrec");
+    let t = format!("{pipeline}.public.orders");
+    let offsets = format!("{pipeline}_offsets");
+    let mock = mock_cluster(&[(&t, 3), (&offsets, 1)]);
+    let mut cfg = mock_config(&mock, &pipeline);
+    cfg.delivery = Some(Delivery::Idempotent);
+    let log = test_log(&[3, 4]);
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    sink.apply(&log.entries).await.unwrap();
+    let committed = sink.committed().await.unwrap();
+    assert_eq!(committed, Some(log.entries.len() as u64));
+    drop(sink);
+    // The record the sink wrote lists the last message of each partition it wrote.
+    let recs = read_topic(&mock.bootstrap_servers(), &offsets);
+    let last: serde_json::Value =
+        serde_json::from_slice(recs.last().unwrap().value.as_ref().unwrap()).unwrap();
+    let expect = last["expect"].as_array().expect("an expect list");
+    let msgs = read_topic(&mock.bootstrap_servers(), &t);
+    let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
+    for m in &msgs {
+        let s = per_partition.entry(m.partition).or_default();
+        *s = (*s).max(m.seq());
+    }
+    let listed: BTreeMap<i32, u64> = expect
+        .iter()
+        .map(|x| {
+            (
+                x["partition"].as_i64().unwrap() as i32,
+                x["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, per_partition, "{last}");
+
+    // Records as a crashed sink could leave them: one whose messages are in (past the end
+    // of the log: its position is taken), then one listing a message that never arrived.
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .unwrap();
+    let key = format!("{pipeline}/ev");
+    let (p, s) = per_partition.iter().next().map(|(p, s)| (*p, *s)).unwrap();
+    let record = |seq: u64, prev: u64, expected: u64| {
+        serde_json::json!({
+            "seq": seq, "pipeline": pipeline, "sink": "ev", "ts_ms": 0, "prev": prev,
+            "expect": [{"topic": t, "partition": p, "seq": expected}],
+        })
+        .to_string()
+    };
+    let write = |v: String| {
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(&offsets)
+                    .key(&key)
+                    .payload(&v),
+            )
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    let committed = committed.unwrap();
+    write(record(committed + 10, committed, s));
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.committed().await.unwrap(),
+        Some(committed + 10),
+        "the listed message is there"
+    );
+    drop(sink);
+    write(record(committed + 20, committed + 10, s + 1_000));
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.committed().await.unwrap(),
+        Some(committed + 10),
+        "a listed message is missing: the position before the record"
+    );
+}
+
+/// A produce request of an earlier producer of the sink (a SIGKILLed weir's last one) that
+/// the broker applies only after the new sink started, here a second after: it lands before
+/// the sink reads the partitions back (the sink waits `socket.timeout.ms` first), so the sink
+/// skips what it holds: each change once, per partition in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_late_request_of_an_earlier_producer_is_not_duplicated() {
+    let pipeline = unique("idemlate");
+    let t = format!("{pipeline}.public.orders");
+    let mock = mock_cluster(&[(&t, 3), (&format!("{pipeline}_offsets"), 1)]);
+    let mut cfg = mock_config(&mock, &pipeline);
+    cfg.delivery = Some(Delivery::Idempotent);
+    let log = test_log(&[5, 4]);
+    // The late request: the first source transaction's messages as the earlier sink sent them.
+    let late: Vec<(Vec<u8>, Vec<u8>, u64)> = log
+        .entries
+        .iter()
+        .take_while(|e| !matches!(e.entry, Entry::Commit(_)))
+        .filter_map(|e| match &e.entry {
+            Entry::Change(ev, schema) => Some((
+                weir_api::render_key(schema, ev).unwrap().unwrap(),
+                rendered(&log, e.seq, &pipeline),
+                e.seq,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late.len(), 5);
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    let brokers = mock.bootstrap_servers();
+    let (writer, topic) = (format!("{pipeline}/ev"), t.clone());
+    let earlier = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for (key, value, seq) in &late {
+            let seq = seq.to_string();
+            let hs = rdkafka::message::OwnedHeaders::new()
+                .insert(rdkafka::message::Header {
+                    key: "weir.seq",
+                    value: Some(seq.as_str()),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "weir.sink",
+                    value: Some(writer.as_str()),
+                });
+            producer
+                .send(
+                    rdkafka::producer::BaseRecord::to(&topic)
+                        .partition(partition_for_key(key, 3))
+                        .key(key)
+                        .payload(value)
+                        .headers(hs),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    });
+    sink.apply(&log.entries).await.unwrap();
+    earlier.join().unwrap();
+    let msgs = read_topic(&mock.bootstrap_servers(), &t);
+    assert_exactly_once(&log, &msgs, &pipeline);
+    let mut last: HashMap<i32, u64> = HashMap::new();
+    for m in &msgs {
+        let prev = last.insert(m.partition, m.seq()).unwrap_or(0);
+        assert!(
+            m.seq() > prev,
+            "partition {} out of order: {msgs:?}",
+            m.partition
+        );
+    }
+}
