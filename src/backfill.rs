@@ -805,9 +805,20 @@ pub fn check_table(cfg: &crate::config::PipelineConfig, name: &str) -> Result<Ta
             }
             Ok(table)
         }
+        crate::config::SourceConfig::Mysql(my) => {
+            if !my.source.selects(&table.schema, &table.name) {
+                return Err(format!(
+                    "table {table} is not selected by the pipeline's tables {:?} (exclude \
+                     {:?}); weir backfills only tables it streams: add it to `tables` and \
+                     restart weir first",
+                    my.source.tables, my.source.exclude
+                ));
+            }
+            Ok(table)
+        }
         other => Err(format!(
-            "the {} source cannot backfill tables while streaming yet (the postgres source \
-             can); to re-read this source's tables, start the pipeline over with a new \
+            "the {} source cannot backfill tables while streaming yet (the postgres and \
+             mysql sources can); to re-read this source's tables, start the pipeline over with a new \
              data_dir and snapshot = \"initial\"",
             other.kind()
         )),

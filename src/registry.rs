@@ -264,6 +264,12 @@ impl SourceFactory for MysqlFactory {
             },
         ))))
     }
+    async fn backfill(&self) -> weir_api::Result<Option<Box<dyn weir_api::Backfill>>> {
+        Ok(Some(Box::new(weir_mysql::backfill::MysqlBackfill::new(
+            self.cfg.source.clone(),
+            &self.pipeline,
+        ))))
+    }
 }
 
 struct PostgresSinkFactory(weir_postgres::sink::PostgresSinkConfig);

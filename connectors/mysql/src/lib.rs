@@ -59,6 +59,7 @@
 //! * Tested against MariaDB 10.11; the MySQL 8 paths (GTID sets, binary JSON,
 //!   `SHOW BINARY LOG STATUS`) are written to the protocol but not exercised by tests here.
 
+pub mod backfill;
 pub mod check;
 pub mod config;
 pub mod decode;

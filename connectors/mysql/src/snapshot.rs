@@ -141,15 +141,15 @@ impl Default for SnapshotSettings {
 
 /// Facts about the server that shape schemas.
 #[derive(Debug, Clone, Copy)]
-struct Facts {
-    mariadb: bool,
+pub(crate) struct Facts {
+    pub(crate) mariadb: bool,
     /// `binlog_row_metadata = FULL`: the stream lists the primary key in key order.
     full_metadata: bool,
 }
 
 /// How one key column's bound is encoded and bound as a parameter.
 #[derive(Debug, Clone, PartialEq)]
-enum KeyCodec {
+pub(crate) enum KeyCodec {
     Int {
         unsigned: bool,
     },
@@ -169,30 +169,30 @@ enum KeyCodec {
 }
 
 #[derive(Debug, Clone)]
-struct ColumnMeta {
-    name: String,
+pub(crate) struct ColumnMeta {
+    pub(crate) name: String,
     kind: Kind,
     /// Character set of the value bytes (text, ENUM and SET columns).
-    charset: Charset,
+    pub(crate) charset: Charset,
     /// How this column is bound when it is part of the chunking key.
-    codec: Option<KeyCodec>,
+    pub(crate) codec: Option<KeyCodec>,
 }
 
 /// What a worker needs to read a table.
 #[derive(Debug, Clone)]
-struct TableMeta {
-    schema: TableSchema,
-    columns: Vec<ColumnMeta>,
+pub(crate) struct TableMeta {
+    pub(crate) schema: TableSchema,
+    pub(crate) columns: Vec<ColumnMeta>,
     /// Primary-key column indices in key order when the table can be chunked, else empty.
-    key: Vec<usize>,
-    estimated_rows: u64,
+    pub(crate) key: Vec<usize>,
+    pub(crate) estimated_rows: u64,
 }
 
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
-fn qualified(t: &TableId) -> String {
+pub(crate) fn qualified(t: &TableId) -> String {
     format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
 }
 
@@ -210,14 +210,14 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn snap_error(context: &str, url: &str, e: mysql_async::Error) -> ConnectorError {
+pub(crate) fn snap_error(context: &str, url: &str, e: mysql_async::Error) -> ConnectorError {
     if server_code(&e) == Some(1412) {
         // ER_TABLE_DEF_CHANGED: DDL after the consistent point. A retry resumes with a
         // fresh view (and the new definition); the stream carries the DDL.
@@ -236,7 +236,7 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
 }
 
 impl TableMeta {
-    fn key_names(&self) -> Vec<String> {
+    pub(crate) fn key_names(&self) -> Vec<String> {
         self.key
             .iter()
             .map(|&i| quote_ident(&self.columns[i].name))
@@ -280,7 +280,7 @@ impl TableMeta {
 
     /// `WHERE ...` (or nothing) for the keys after `after` (exclusive) up to `upto`
     /// (inclusive), with its parameters.
-    fn range(
+    pub(crate) fn range(
         &self,
         after: Option<&[String]>,
         upto: Option<&[String]>,
@@ -467,7 +467,7 @@ fn fmt_time(micros: i64) -> String {
 }
 
 /// A key value read from the server as its bound text.
-fn bound_text(
+pub(crate) fn bound_text(
     codec: &KeyCodec,
     charset: &Charset,
     v: MyValue,
@@ -655,7 +655,7 @@ fn key_codec(kind: &Kind, c: &InfoColumn) -> Option<KeyCodec> {
     }
 }
 
-async fn server_facts(conn: &mut Conn, url: &str) -> Result<Facts> {
+pub(crate) async fn server_facts(conn: &mut Conn, url: &str) -> Result<Facts> {
     let version: Option<String> = conn
         .query_first("SELECT VERSION()")
         .await
@@ -676,7 +676,10 @@ async fn server_facts(conn: &mut Conn, url: &str) -> Result<Facts> {
 }
 
 /// The selected base tables, sorted.
-async fn selected_tables(conn: &mut Conn, cfg: &MysqlSourceConfig) -> Result<Vec<TableId>> {
+pub(crate) async fn selected_tables(
+    conn: &mut Conn,
+    cfg: &MysqlSourceConfig,
+) -> Result<Vec<TableId>> {
     let rows: Vec<(String, String)> = conn
         .query(
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
@@ -693,7 +696,7 @@ async fn selected_tables(conn: &mut Conn, cfg: &MysqlSourceConfig) -> Result<Vec
 }
 
 /// Reads the description of `table` (the current definition).
-async fn table_meta(
+pub(crate) async fn table_meta(
     conn: &mut Conn,
     url: &str,
     facts: Facts,
@@ -924,6 +927,40 @@ async fn plan_chunks(
     }
 }
 
+/// Converts a row read with the binary protocol (`SELECT` of `meta.columns`) as the stream
+/// decodes the same row; also returns its bytes (roughly).
+pub(crate) fn convert_row(meta: &TableMeta, raw: Vec<Option<MyValue>>) -> Result<(Row, usize)> {
+    let table = &meta.schema.table;
+    if raw.len() != meta.columns.len() {
+        return Err(ConnectorError::definite(format!(
+            "mysql snapshot: a row of {table} has {} values for {} columns",
+            raw.len(),
+            meta.columns.len()
+        )));
+    }
+    let mut bytes = 0;
+    let mut values = Vec::with_capacity(raw.len());
+    for (col, v) in meta.columns.iter().zip(raw) {
+        let v = v.unwrap_or(MyValue::NULL);
+        if let MyValue::Bytes(b) = &v {
+            bytes += b.len();
+        }
+        values.push(convert(col, v).map_err(|e| {
+            ConnectorError::definite(format!(
+                "mysql snapshot: {table} column {} ({}): {e}",
+                col.name,
+                meta.schema
+                    .columns
+                    .iter()
+                    .find(|c| c.name == col.name)
+                    .map(|c| c.source_type.as_str())
+                    .unwrap_or("?")
+            ))
+        })?);
+    }
+    Ok((Row(values), bytes))
+}
+
 /// Converts one value read with the binary protocol as the stream decodes the same column.
 fn convert(col: &ColumnMeta, v: MyValue) -> std::result::Result<Value, String> {
     let text = |b: &[u8], cs: &Charset| -> std::result::Result<String, String> {
@@ -1061,7 +1098,7 @@ fn timestamp(
 }
 
 /// Opens a session for snapshot work, with the settings the value conversion expects.
-async fn connect(url: &str, what: &str) -> Result<Conn> {
+pub(crate) async fn connect(url: &str, what: &str) -> Result<Conn> {
     let o = opts(url).map_err(|e| ConnectorError::definite(format!("mysql snapshot: {e}")))?;
     let ctx = format!(
         "connecting {what} to {}:{}",
@@ -1090,7 +1127,7 @@ async fn connect(url: &str, what: &str) -> Result<Conn> {
     Ok(conn)
 }
 
-async fn begin(conn: &mut Conn, url: &str) -> Result<()> {
+pub(crate) async fn begin(conn: &mut Conn, url: &str) -> Result<()> {
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await
         .map_err(|e| snap_error("starting a consistent-snapshot transaction", url, e))
@@ -1158,7 +1195,13 @@ impl MysqlSnapshot {
 
     /// Takes the lock that freezes the selected tables: FTWRL, else `LOCK TABLES ... READ`.
     async fn lock(&self, ctl: &mut Conn, tables: &[TableId]) -> Result<()> {
-        let url = &self.cfg.url;
+        lock_tables(ctl, &self.cfg.url, tables).await
+    }
+}
+
+/// Takes the lock that freezes `tables`: FTWRL, else `LOCK TABLES ... READ`.
+pub(crate) async fn lock_tables(ctl: &mut Conn, url: &str, tables: &[TableId]) -> Result<()> {
+    {
         ctl.query_drop(format!("SET SESSION lock_wait_timeout = {LOCK_WAIT_SECS}"))
             .await
             .map_err(|e| snap_error("setting lock_wait_timeout", url, e))?;
@@ -1440,34 +1483,9 @@ async fn read_rows(
         .await
         .map_err(|e| snap_error(&format!("reading {table}"), url, e))?
     {
-        let raw = row.unwrap_raw();
-        if raw.len() != meta.columns.len() {
-            return Err(ConnectorError::definite(format!(
-                "mysql snapshot: a row of {table} has {} values for {} columns",
-                raw.len(),
-                meta.columns.len()
-            )));
-        }
-        let mut values = Vec::with_capacity(raw.len());
-        for (col, v) in meta.columns.iter().zip(raw) {
-            let v = v.unwrap_or(MyValue::NULL);
-            if let MyValue::Bytes(b) = &v {
-                bytes += b.len();
-            }
-            values.push(convert(col, v).map_err(|e| {
-                ConnectorError::definite(format!(
-                    "mysql snapshot: {table} column {} ({}): {e}",
-                    col.name,
-                    meta.schema
-                        .columns
-                        .iter()
-                        .find(|c| c.name == col.name)
-                        .map(|c| c.source_type.as_str())
-                        .unwrap_or("?")
-                ))
-            })?);
-        }
-        batch.push(Row(values));
+        let (row, size) = convert_row(meta, row.unwrap_raw())?;
+        bytes += size;
+        batch.push(row);
         if batch.len() >= SEND_ROWS || bytes >= SEND_BYTES {
             bytes = 0;
             if tx.send(std::mem::take(&mut batch)).await.is_err() {
