@@ -81,6 +81,40 @@ async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// Starts `weir run` `times` times, SIGKILLing it after 0.7–2.5 s each time.
+fn sigkill_runs(pipeline: &Path, times: usize, rng: &mut Rng) {
+    for _ in 0..times {
+        let mut child = weir()
+            .arg("run")
+            .arg(pipeline)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.range(700, 2500)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// Replayed in order per `id`, the file sink's events give exactly `expected`.
+fn assert_replay_equals(
+    events: &[serde_json::Value],
+    expected: &std::collections::BTreeMap<String, String>,
+) {
+    let got = crate::postgres::converge(events, &["id"]);
+    assert_eq!(got.len(), expected.len(), "row count after replay");
+    let diff: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .take(5)
+        .map(|(k, v)| (k, v, got.get(k)))
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "rows differ (key, expected, got): {diff:?}"
+    );
+}
+
 #[test]
 fn weir_snapshot_backfills_a_streamed_table_under_writes_and_kills() {
     let tag = unique("bf");
@@ -148,45 +182,19 @@ fn weir_snapshot_backfills_a_streamed_table_under_writes_and_kills() {
     // Writes all along; weir SIGKILLed while it backfills, then finished by `run --once`.
     let load = start_load(load_script(dir.path(), &table, ROWS, 400, 77));
     let mut rng = Rng(99);
-    for _ in 0..4 {
-        let mut child = weir()
-            .arg("run")
-            .arg(&pipeline)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.range(700, 2500)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    sigkill_runs(&pipeline, 4, &mut rng);
     load.join().unwrap();
     run_once_ok(&pipeline);
 
     let file = dir.path().join(format!("out/public.{table}.jsonl"));
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = crate::connectors::read_events(&file);
     let reads = events.iter().filter(|e| e["op"] == "r").count() as u64;
     assert!(reads >= ROWS / 2, "backfilled rows staged: {reads}");
     for e in events.iter().filter(|e| e["op"] == "r").take(3) {
         assert_eq!(e["source"]["snapshot"], true, "{e}");
     }
     // Replayed in order, the stream and the backfill give exactly the table.
-    let got = crate::postgres::converge(&events, &["id"]);
-    let expected = source_rows(&table);
-    assert_eq!(got.len(), expected.len(), "row count after replay");
-    let diff: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(*v))
-        .take(5)
-        .map(|(k, v)| (k, v, got.get(k)))
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "rows differ (key, expected, got): {diff:?}"
-    );
+    assert_replay_equals(&events, &source_rows(&table));
 
     let status =
         String::from_utf8_lossy(&run(weir().arg("status").arg(&pipeline)).stdout).into_owned();
@@ -380,24 +388,8 @@ fn a_table_that_starts_matching_while_running_is_published_and_backfilled() {
     let log = weir_run.stop();
     assert!(log.contains("table now matches `tables`"), "{log}");
     run_once_ok(&pipeline);
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(out(&newer))
-        .unwrap_or_else(|e| panic!("{newer}: {e}\n{log}"))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let got = crate::postgres::converge(&events, &["id"]);
-    let expected = source_rows(&newer);
-    assert_eq!(got.len(), expected.len(), "row count after replay");
-    let diff: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(*v))
-        .take(5)
-        .map(|(k, v)| (k, v, got.get(k)))
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "rows differ (key, expected, got): {diff:?}"
-    );
+    let events = crate::connectors::read_events(&out(&newer));
+    assert_replay_equals(&events, &source_rows(&newer));
     let status =
         String::from_utf8_lossy(&run(weir().arg("status").arg(&pipeline)).stdout).into_owned();
     assert!(
@@ -469,30 +461,15 @@ fn mariadb_weir_snapshot_backfills_under_writes_and_kills() {
             .unwrap();
         assert!(child.wait().unwrap().success(), "load failed");
     });
-    for _ in 0..3 {
-        let mut child = weir()
-            .arg("run")
-            .arg(&pipeline)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.range(700, 2500)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    sigkill_runs(&pipeline, 3, &mut rng);
     load.join().unwrap();
     run_once_ok(&pipeline);
 
     let file = dir.path().join(format!("out/{db}.t.jsonl"));
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = crate::connectors::read_events(&file);
     let reads = events.iter().filter(|e| e["op"] == "r").count() as u64;
     assert!(reads >= ROWS / 2, "backfilled rows staged: {reads}");
-    let got = crate::postgres::converge(&events, &["id"]);
-    let expected: std::collections::BTreeMap<String, String> = mariadb(&format!(
+    let expected = mariadb(&format!(
         "USE `{db}`; SELECT JSON_OBJECT('id', id, 'v', v, 'note', note) FROM t"
     ))
     .lines()
@@ -501,17 +478,7 @@ fn mariadb_weir_snapshot_backfills_under_writes_and_kills() {
         (row["id"].to_string(), row.to_string())
     })
     .collect();
-    assert_eq!(got.len(), expected.len(), "row count after replay");
-    let diff: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(*v))
-        .take(5)
-        .map(|(k, v)| (k, v, got.get(k)))
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "rows differ (key, expected, got): {diff:?}"
-    );
+    assert_replay_equals(&events, &expected);
     let status =
         String::from_utf8_lossy(&run(weir().arg("status").arg(&pipeline)).stdout).into_owned();
     assert!(

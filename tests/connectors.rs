@@ -265,7 +265,7 @@ pub(crate) fn load_script(
 }
 
 /// The events of a file-sink output file.
-fn read_events(file: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn read_events(file: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
         .lines()
