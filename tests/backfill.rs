@@ -252,6 +252,9 @@ fn snapshot_table_in_admin_sql_backfills_into_a_postgres_target() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let admin = crate::admin::sql_connect_retry(port, "bf-pw").await;
+        let staged = |row: tokio_postgres::Row| row.get::<_, i64>("staged_events");
+        let pipeline_row = "SELECT * FROM weir.pipeline";
+        let staged_before = staged(admin.query_one(pipeline_row, &[]).await.unwrap());
         // Before: the table streams, nothing backfilled.
         let e = admin
             .simple_query("SNAPSHOT TABLE public.no_such_table")
@@ -290,6 +293,66 @@ fn snapshot_table_in_admin_sql_backfills_into_a_postgres_target() {
         assert!(
             states.iter().any(|s| s.as_deref() == Some("running")),
             "{states:?}"
+        );
+        // Every view, on a PostgreSQL source: figures that moved with the load.
+        let p = admin.query_one(pipeline_row, &[]).await.unwrap();
+        assert_eq!(p.get::<_, String>("source_type"), "postgres");
+        assert_eq!(p.get::<_, String>("state"), "running");
+        assert!(
+            p.get::<_, String>("source_position")
+                .starts_with("commit_lsn=")
+        );
+        assert!(staged(p) > staged_before);
+        let sink = admin
+            .query_one(
+                "SELECT state, applied_seq, events_applied FROM weir.sinks WHERE name = 'replica'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(sink.get::<_, i64>(1) > 0 && sink.get::<_, i64>(2) > 0);
+        let changes = admin
+            .query(
+                &format!(
+                    "SELECT op, after, position FROM weir.changes \
+                     WHERE \"table\" = 'public.{table}' AND op = 'r' LIMIT 5"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 5);
+        for c in &changes {
+            let after: serde_json::Value =
+                serde_json::from_str(&c.get::<_, String>("after")).unwrap();
+            assert!(after["id"].is_i64() && after["note"].is_string(), "{after}");
+            // A backfilled row's position is its view's consistent point.
+            let position: String = c.get("position");
+            assert!(position.starts_with("commit_lsn="), "{position}");
+        }
+        // psql reads them too.
+        let out = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "weir",
+                "-d",
+                "weir",
+            ])
+            .args(["-X", "-A", "-t", "-c"])
+            .arg(format!(
+                "SELECT backfill_state FROM weir.tables WHERE \"table\" = 'public.{table}'"
+            ))
+            .env("PGPASSWORD", "bf-pw")
+            .output()
+            .expect("psql");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "done",
+            "{out:?}"
         );
         // The WAL the slot holds is measured (weir.pipeline, /metrics).
         let retained = wait_for_async(|| async {
