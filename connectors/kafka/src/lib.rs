@@ -83,6 +83,9 @@
 //! before its first event and `{"status":"END","id":..,"ts_ms":..,"event_count":N,
 //! "data_collections":[{"data_collection":"schema.table","event_count":n},..]}` after it.
 //! `id` is the source transaction id, or `weir-<seq of the first event>` without one.
+//! Each change event then carries Debezium's `transaction` block as well:
+//! `{"id":..,"total_order":n,"data_collection_order":m}` (its place in the transaction, and
+//! among the transaction's events of its table, from 1).
 //!
 //! # Errors
 //!

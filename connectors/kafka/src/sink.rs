@@ -581,15 +581,35 @@ impl KafkaSink {
                 events: 0,
             });
         }
+        let mut order = None;
         if let Some(t) = self.source_txn.as_mut() {
-            *t.counts.entry(table.clone()).or_default() += 1;
+            let in_table = t.counts.entry(table.clone()).or_default();
+            *in_table += 1;
             t.events += 1;
+            order = Some((t.events, *in_table));
         }
         let topic = self.table_topic(&event.table);
         let key = render_key(schema, event)?;
         let mut value = std::mem::take(&mut self.value);
         value.clear();
-        let rendered = render_envelope(&mut value, &self.ctx.source, schema, event, e.staged_ms);
+        let mut rendered =
+            render_envelope(&mut value, &self.ctx.source, schema, event, e.staged_ms);
+        // With a transaction topic, Debezium's `transaction` block ties each event to its
+        // BEGIN/END records: {"id", "total_order", "data_collection_order"}.
+        if rendered.is_ok()
+            && self.transaction_topic.is_some()
+            && let (Some(t), Some((total, in_table))) = (&self.source_txn, order)
+            && value.last() == Some(&b'}')
+        {
+            value.pop();
+            let block = serde_json::json!({
+                "id": t.id, "total_order": total, "data_collection_order": in_table,
+            });
+            value.extend_from_slice(b",\"transaction\":");
+            rendered = serde_json::to_writer(&mut value, &block)
+                .map_err(|e| ConnectorError::definite_from("kafka sink: rendering", e));
+            value.push(b'}');
+        }
         let position = event.position.to_string();
         let result = rendered.and_then(|()| {
             let h = self.headers(event.op.code(), &table, &position, e.seq, false);

@@ -767,6 +767,33 @@ async fn transaction_topic_has_begin_and_end_with_counts() {
     assert_eq!(vals[2]["status"], "BEGIN");
     assert_eq!(vals[3]["id"], "102");
     assert_eq!(vals[3]["event_count"], 1);
+    // Each event carries Debezium's transaction block, ordered within the transaction.
+    let blocks = |topic: &str| -> Vec<serde_json::Value> {
+        read_topic(&mock.bootstrap_servers(), topic)
+            .iter()
+            .filter_map(|m| m.value.as_deref())
+            .map(|v| serde_json::from_slice::<serde_json::Value>(v).unwrap()["transaction"].clone())
+            .collect()
+    };
+    let mut orders_blocks = blocks(&format!("{pipeline}.public.orders"));
+    orders_blocks.sort_by_key(|b| {
+        (
+            b["id"].as_str().unwrap().to_string(),
+            b["total_order"].as_u64(),
+        )
+    });
+    assert_eq!(
+        orders_blocks,
+        [
+            serde_json::json!({"id": "100", "total_order": 1, "data_collection_order": 1}),
+            serde_json::json!({"id": "100", "total_order": 3, "data_collection_order": 2}),
+            serde_json::json!({"id": "102", "total_order": 1, "data_collection_order": 1}),
+        ]
+    );
+    assert_eq!(
+        blocks(&format!("{pipeline}.public.audit")),
+        [serde_json::json!({"id": "100", "total_order": 2, "data_collection_order": 1})]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
