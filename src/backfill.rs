@@ -40,7 +40,7 @@ use weir_api::{
     SourcePosition, TableId, TableSchema,
 };
 
-use crate::log::{LogError, StagingLog, WriteOp, record};
+use crate::log::{LogError, StagingLog, WriteOp, now_ms, record};
 use crate::runtime::{SourceFactory, chain};
 
 /// Metadata key of the [`BackfillState`].
@@ -104,13 +104,6 @@ struct Request {
 /// Where requests for the pipeline whose log lives in `log_dir` go.
 pub fn requests_dir(log_dir: &Path) -> PathBuf {
     log_dir.join("backfill-requests")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Queues a backfill of `table` for the pipeline whose log lives in `log_dir`; returns the

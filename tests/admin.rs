@@ -543,20 +543,8 @@ fn admin_sql_views_pause_resume_and_psql() {
     });
 
     // psql works (it may try SSL first; the server declines and psql goes on without).
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "weir",
-            "-d",
-            "weir",
-        ])
-        .args(["-X", "-c", "SELECT * FROM weir.sinks"])
-        .env("PGPASSWORD", secret)
-        .env("PGCONNECT_TIMEOUT", "10")
+    let out = admin_psql(port, secret)
+        .args(["-c", "SELECT * FROM weir.sinks"])
         .output()
         .expect("psql");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -569,21 +557,8 @@ fn admin_sql_views_pause_resume_and_psql() {
         stdout.contains("applied_seq") && stdout.contains("files2") && stdout.contains("(2 rows)"),
         "{stdout}"
     );
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "weir",
-            "-d",
-            "weir",
-            "-X",
-            "-c",
-            "SELECT 1",
-        ])
-        .env("PGPASSWORD", "wrong")
+    let out = admin_psql(port, "wrong")
+        .args(["-c", "SELECT 1"])
         .output()
         .expect("psql");
     assert!(!out.status.success());
@@ -591,6 +566,25 @@ fn admin_sql_views_pause_resume_and_psql() {
     let err = stderr_of(run);
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains(secret), "admin password in the log: {err}");
+}
+
+/// `psql -X` on the admin SQL port as user `weir` with `password` (add `-c SQL`).
+pub(crate) fn admin_psql(port: u16, password: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("psql");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "weir",
+        "-d",
+        "weir",
+        "-X",
+    ])
+    .env("PGPASSWORD", password)
+    .env("PGCONNECT_TIMEOUT", "10");
+    c
 }
 
 /// Connects to admin SQL, retrying while the server starts.
@@ -807,20 +801,8 @@ fn stages_show_where_the_time_goes() {
     assert!(page.contains("id=\"stages\"") && page.contains("st.stages"));
 
     // psql prints the view.
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "weir",
-            "-d",
-            "weir",
-        ])
-        .args(["-X", "-c", "SELECT * FROM weir.stages"])
-        .env("PGPASSWORD", secret)
-        .env("PGCONNECT_TIMEOUT", "10")
+    let out = admin_psql(port, secret)
+        .args(["-c", "SELECT * FROM weir.stages"])
         .output()
         .expect("psql");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -854,7 +836,7 @@ async fn pg_connect(db: &str) -> tokio_postgres::Client {
 }
 
 /// `weir status PIPELINE` (human output).
-fn weir_status(pipeline: &Path, env: &[(&str, &str)]) -> String {
+pub(crate) fn weir_status(pipeline: &Path, env: &[(&str, &str)]) -> String {
     let mut cmd = weir();
     cmd.arg("status").arg(pipeline);
     for (k, v) in env {

@@ -7,6 +7,31 @@ use crate::connectors::{pg_source_cleanup, pg_target_database, psql, unique};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The file sink section of these tests' pipelines.
+const FILES_SINK: &str = "[[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n";
+
+/// A PostgreSQL sink section named `replica`, into database `target`.
+fn replica_sink(target: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"replica\"\ntype = \"postgres\"\n\
+         url = \"postgres://postgres:postgres@127.0.0.1:5432/{target}\"\nschema = \"public\"\n"
+    )
+}
+
+/// A pipeline from the test server's `postgres` database over the tables `glob` (with
+/// `snapshot = "never"` when `never`), then `rest` (sinks, admin).
+fn pg_pipeline(dir: &Path, name: &str, glob: &str, never: bool, rest: &str) -> std::path::PathBuf {
+    let snapshot = if never { "snapshot = \"never\"\n" } else { "" };
+    write_pipeline(
+        dir,
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
+             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
+             tables = [\"{glob}\"]\n{snapshot}\n{rest}"
+        ),
+    )
+}
+
 /// Writes `txns` small transactions over keys `1..=rows` of `table` (a `psql -f` script).
 fn load_script(dir: &Path, table: &str, rows: u64, txns: u64, seed: u64) -> std::path::PathBuf {
     let mut script = String::new();
@@ -132,14 +157,12 @@ fn weir_snapshot_backfills_a_streamed_table_under_writes_and_kills() {
         ),
     );
     let dir = TempDir::new("pg-backfill");
-    let pipeline = write_pipeline(
+    let pipeline = pg_pipeline(
         dir.path(),
-        &format!(
-            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
-             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
-             tables = [\"public.{table}\"]\nsnapshot = \"never\"\n\n\
-             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
-        ),
+        &name,
+        &format!("public.{table}"),
+        true,
+        FILES_SINK,
     );
     // The pipeline starts streaming without the existing rows.
     run_once_ok(&pipeline);
@@ -172,8 +195,7 @@ fn weir_snapshot_backfills_a_streamed_table_under_writes_and_kills() {
         said.contains(&format!("queued backfill of public.{table}")),
         "{said}"
     );
-    let status =
-        String::from_utf8_lossy(&run(weir().arg("status").arg(&pipeline)).stdout).into_owned();
+    let status = crate::admin::weir_status(&pipeline, &[]);
     assert!(
         status.contains(&format!("backfill   public.{table}  requested")),
         "{status}"
@@ -196,8 +218,7 @@ fn weir_snapshot_backfills_a_streamed_table_under_writes_and_kills() {
     // Replayed in order, the stream and the backfill give exactly the table.
     assert_replay_equals(&events, &source_rows(&table));
 
-    let status =
-        String::from_utf8_lossy(&run(weir().arg("status").arg(&pipeline)).stdout).into_owned();
+    let status = crate::admin::weir_status(&pipeline, &[]);
     assert!(
         status.contains(&format!("backfill   public.{table}  done")),
         "{status}"
@@ -235,16 +256,15 @@ fn snapshot_table_in_admin_sql_backfills_into_a_postgres_target() {
     );
     let dir = TempDir::new("pg-backfill-sql");
     let (port, http) = (free_port(), free_port());
-    let pipeline = write_pipeline(
+    let pipeline = pg_pipeline(
         dir.path(),
+        &name,
+        &format!("public.{table}"),
+        true,
         &format!(
-            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
-             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
-             tables = [\"public.{table}\"]\nsnapshot = \"never\"\n\n\
-             [[sinks]]\nname = \"replica\"\ntype = \"postgres\"\n\
-             url = \"postgres://postgres:postgres@127.0.0.1:5432/{target}\"\nschema = \"public\"\n\n\
-             [admin]\nlisten = \"127.0.0.1:{port}\"\npassword = \"bf-pw\"\n\
-             metrics = \"127.0.0.1:{http}\"\n"
+            "{}\n[admin]\nlisten = \"127.0.0.1:{port}\"\npassword = \"bf-pw\"\n\
+             metrics = \"127.0.0.1:{http}\"\n",
+            replica_sink(&target)
         ),
     );
     let mut weir_run = crate::outage::WeirRun::start(&pipeline);
@@ -331,22 +351,11 @@ fn snapshot_table_in_admin_sql_backfills_into_a_postgres_target() {
             assert!(position.starts_with("commit_lsn="), "{position}");
         }
         // psql reads them too.
-        let out = std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "weir",
-                "-d",
-                "weir",
-            ])
-            .args(["-X", "-A", "-t", "-c"])
+        let out = crate::admin::admin_psql(port, "bf-pw")
+            .args(["-A", "-t", "-c"])
             .arg(format!(
                 "SELECT backfill_state FROM weir.tables WHERE \"table\" = 'public.{table}'"
             ))
-            .env("PGPASSWORD", "bf-pw")
             .output()
             .expect("psql");
         assert_eq!(
@@ -414,14 +423,12 @@ fn a_table_that_starts_matching_while_running_is_published_and_backfilled() {
         ),
     );
     let dir = TempDir::new("pg-backfill-new");
-    let pipeline = write_pipeline(
+    let pipeline = pg_pipeline(
         dir.path(),
-        &format!(
-            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
-             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
-             tables = [\"public.weir_bfnew_{tag}_*\"]\n\n\
-             [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
-        ),
+        &name,
+        &format!("public.weir_bfnew_{tag}_*"),
+        false,
+        FILES_SINK,
     );
     let weir_run = crate::outage::WeirRun::start(&pipeline);
     let out = |t: &str| dir.path().join(format!("out/public.{t}.jsonl"));
@@ -453,8 +460,7 @@ fn a_table_that_starts_matching_while_running_is_published_and_backfilled() {
     run_once_ok(&pipeline);
     let events = crate::connectors::read_events(&out(&newer));
     assert_replay_equals(&events, &source_rows(&newer));
-    let status =
-        String::from_utf8_lossy(&run(weir().arg("status").arg(&pipeline)).stdout).into_owned();
+    let status = crate::admin::weir_status(&pipeline, &[]);
     assert!(
         status.contains(&format!("backfill   public.{newer}  done")),
         "{status}"
@@ -542,8 +548,7 @@ fn mariadb_weir_snapshot_backfills_under_writes_and_kills() {
     })
     .collect();
     assert_replay_equals(&events, &expected);
-    let status =
-        String::from_utf8_lossy(&run(weir().arg("status").arg(&pipeline)).stdout).into_owned();
+    let status = crate::admin::weir_status(&pipeline, &[]);
     assert!(
         status.contains(&format!("backfill   {db}.t  done")),
         "{status}"
@@ -571,15 +576,12 @@ fn unchanged_toast_columns_survive_a_backfill_into_a_postgres_target() {
         ),
     );
     let dir = TempDir::new("pg-backfill-toast");
-    let pipeline = write_pipeline(
+    let pipeline = pg_pipeline(
         dir.path(),
-        &format!(
-            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
-             url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
-             tables = [\"public.{table}\"]\nsnapshot = \"never\"\n\n\
-             [[sinks]]\nname = \"replica\"\ntype = \"postgres\"\n\
-             url = \"postgres://postgres:postgres@127.0.0.1:5432/{target}\"\nschema = \"public\"\n"
-        ),
+        &name,
+        &format!("public.{table}"),
+        true,
+        &replica_sink(&target),
     );
     let weir_run = crate::outage::WeirRun::start(&pipeline);
     // Updates of `v` only (so `big` arrives unchanged) over every key, all through the job.

@@ -950,12 +950,14 @@ fn table_rows(ctx: &Context, s: &serde_json::Value) -> Result<Vec<Vec<Val>>, Str
     let empty = Vec::new();
     let planned = s["snapshot"]["tables"].as_array().unwrap_or(&empty);
     let backfills = s["backfills"].as_array().unwrap_or(&empty);
-    let counters = ctx
+    let counters: std::collections::BTreeMap<String, (u64, i64)> = ctx
         .stats
         .tables
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .clone();
+        .iter()
+        .map(|(t, c)| (t.to_string(), *c))
+        .collect();
     for t in planned.iter().chain(backfills) {
         names
             .entry(t["table"].as_str().unwrap_or_default().to_string())

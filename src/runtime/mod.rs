@@ -154,9 +154,9 @@ pub struct Stats {
     pub log_stage: Arc<StageStats>,
     /// Backfill jobs as the source task sees them (`weir snapshot`, `SNAPSHOT TABLE`).
     pub backfill: Arc<Mutex<crate::backfill::BackfillState>>,
-    /// Per table (`schema.name`): change events staged by this run, and the source commit
-    /// time of the latest (ms since the epoch).
-    pub tables: Mutex<BTreeMap<String, (u64, i64)>>,
+    /// Per table: change events staged by this run, and the source commit time of the
+    /// latest (ms since the epoch).
+    pub tables: Mutex<BTreeMap<weir_api::TableId, (u64, i64)>>,
 }
 
 impl Stats {
@@ -171,10 +171,16 @@ impl Stats {
                 .take_while(|c| &c.table == table)
                 .count();
             let ts = changes[i + run - 1].ts_ms;
-            let name = table.to_string();
-            let e = tables.entry(name).or_insert((0, 0));
-            e.0 += run as u64;
-            e.1 = e.1.max(ts);
+            // Hot path: no allocation once the table is known.
+            match tables.get_mut(table) {
+                Some(e) => {
+                    e.0 += run as u64;
+                    e.1 = e.1.max(ts);
+                }
+                None => {
+                    tables.insert(table.clone(), (run as u64, ts));
+                }
+            }
             i += run;
         }
     }
@@ -318,10 +324,8 @@ impl SinkStats {
         if self.state.swap(s as u8, Ordering::Relaxed) != s as u8
             || self.state_since_ms.load(Ordering::Relaxed) == 0
         {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            self.state_since_ms.store(now, Ordering::Relaxed);
+            self.state_since_ms
+                .store(now_ms().max(0) as u64, Ordering::Relaxed);
         }
     }
 
