@@ -734,8 +734,14 @@ async fn source_session(
     stats: &Stats,
     halt: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
-    let mut source = factory.build().await?;
     // After a snapshot, the head holds its progress; the stream continues from its point.
+    // `log.head()` is the *durable* head: wait until everything queued (the snapshot's last
+    // batches) is written first. Read too early, a fresh pipeline's head has no position
+    // yet, and the source would start at its current end, skipping every transaction
+    // committed since the snapshot's consistent point. (Nothing is in progress here, so
+    // the rollback discards nothing.)
+    writer.rollback().await?;
+    let mut source = factory.build().await?;
     let resume = log.head().position;
     source
         .start(resume.as_ref().map(|p| p.stream_position().clone()))
@@ -1217,6 +1223,140 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::LogOptions;
+    use weir_api::{
+        ChangeEvent, Column, ColumnType, CommitInfo, DatagenPosition, Op, Row, SnapshotPosition,
+        TableId, TableSchema, Value,
+    };
+
+    /// Records where it is asked to start, then fails definitely (ending the session).
+    struct RecordingFactory(Arc<Mutex<Vec<Option<SourcePosition>>>>);
+    struct RecordingSource(Arc<Mutex<Vec<Option<SourcePosition>>>>);
+
+    #[async_trait]
+    impl Source for RecordingSource {
+        fn info(&self) -> SourceInfo {
+            SourceInfo {
+                connector: "test".into(),
+                name: "t".into(),
+                db: "t".into(),
+            }
+        }
+        async fn start(&mut self, resume: Option<SourcePosition>) -> weir_api::Result<()> {
+            self.0.lock().unwrap().push(resume);
+            Err(ConnectorError::definite("recorded"))
+        }
+        async fn end_position(&mut self) -> weir_api::Result<SourcePosition> {
+            Err(ConnectorError::definite("unused"))
+        }
+        async fn next(&mut self) -> weir_api::Result<SourceItem> {
+            Err(ConnectorError::definite("unused"))
+        }
+        async fn ack(&mut self, _: &SourcePosition) -> weir_api::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl SourceFactory for RecordingFactory {
+        fn info(&self) -> SourceInfo {
+            RecordingSource(Arc::clone(&self.0)).info()
+        }
+        async fn build(&self) -> weir_api::Result<Box<dyn Source>> {
+            Ok(Box::new(RecordingSource(Arc::clone(&self.0))))
+        }
+    }
+
+    /// The stream must start at the snapshot's consistent point even when the snapshot's
+    /// last batches are still queued in the log writer (not yet durable) as it starts:
+    /// reading the durable head then found no position and started at the source's current
+    /// end, losing every transaction committed in between (seen with MariaDB under sysbench).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_starts_at_the_snapshot_point_even_before_the_snapshot_is_durable() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "weir-runtime-unit-handoff-{}-{nanos}",
+            std::process::id()
+        ));
+        let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
+        let mut writer = log.writer(32).unwrap();
+        let table = TableId::new("s", "t");
+        let cols = 8;
+        writer
+            .send(WriteOp::Schema(TableSchema {
+                table: table.clone(),
+                version: 0,
+                columns: (0..cols)
+                    .map(|i| Column {
+                        name: format!("c{i}"),
+                        ty: ColumnType::Int {
+                            bits: 64,
+                            unsigned: false,
+                        },
+                        source_type: "bigint".into(),
+                        nullable: false,
+                    })
+                    .collect(),
+                primary_key: vec![0],
+            }))
+            .await
+            .unwrap();
+        // The stream position the snapshot is consistent with.
+        let stream_from = SourcePosition::Datagen(DatagenPosition { events: 7 });
+        let mut pos = SnapshotPosition::start(stream_from.clone(), 1);
+        // One batch, big enough that writing it (synced) takes a while after `send` returns:
+        // no commit is durable yet when the stream starts.
+        let rows = 100_000i64;
+        let events = (0..rows)
+            .map(|n| ChangeEvent {
+                table: table.clone(),
+                schema_version: 0,
+                op: Op::Read,
+                before: None,
+                after: Some(Row((0..cols).map(|_| Value::Int(n)).collect())),
+                position: SourcePosition::Snapshot(pos.clone()),
+                txid: None,
+                ts_ms: 0,
+            })
+            .collect();
+        writer.send(WriteOp::Changes(events)).await.unwrap();
+        pos.batch = 1;
+        pos.mark_done(0);
+        writer
+            .send(WriteOp::Commit(CommitInfo {
+                position: SourcePosition::Snapshot(pos),
+                txid: None,
+                ts_ms: 0,
+                events: rows as u64,
+            }))
+            .await
+            .unwrap();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let factory = RecordingFactory(Arc::clone(&starts));
+        let stats = Stats::new(std::iter::empty());
+        let (_halt_tx, mut halt) = watch::channel(false);
+        let mut target = None;
+        let result = source_session(
+            &log,
+            &mut writer,
+            &factory,
+            false,
+            &mut target,
+            u64::MAX,
+            false,
+            &stats,
+            &mut halt,
+        )
+        .await;
+        assert!(matches!(result, Err(SessionError::Connector(_))));
+        assert_eq!(*starts.lock().unwrap(), vec![Some(stream_from)]);
+        writer.finish().unwrap();
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn histogram_quantiles_interpolate_within_buckets() {
