@@ -233,7 +233,7 @@ pub(crate) fn run_once_within(pipeline: &Path, limit: Duration) {
 }
 
 /// [`run_once_within`] 45 s.
-fn run_once(pipeline: &Path) {
+pub(crate) fn run_once(pipeline: &Path) {
     run_once_within(pipeline, Duration::from_secs(45));
 }
 
@@ -772,6 +772,7 @@ fn mariadb_to_postgres_sink_types_and_changes() {
         "ts timestamp(3) with time zone",
         "js jsonb",
         "b bytea",
+        "vc character varying(50)",
     ] {
         assert!(types.contains(expected), "{expected} not in {types}");
     }

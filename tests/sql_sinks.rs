@@ -10,7 +10,7 @@
 use crate::common::{Rng, TempDir, write_pipeline};
 use crate::connectors::{
     Defer, first_differences, kill_loop, load_script, mariadb, mariadb_command, mariadb_database,
-    pg_source_cleanup, pg_target_database, psql, psql_command, run_once_within, unique,
+    pg_source_cleanup, pg_target_database, psql, psql_command, run_once, run_once_within, unique,
 };
 use std::time::{Duration, Instant};
 
@@ -304,14 +304,8 @@ fn mariadb_to_mariadb_snapshot_writes_and_kills_converge() {
              WHERE TABLE_SCHEMA = '{schema}' AND TABLE_NAME = 'items'"
         ))
     };
-    // The same types, except VARCHAR(200): the sink documents that a char/varchar whose
-    // length the binlog does not tell becomes LONGTEXT (connectors/mysql/src/sink/mapping.rs,
-    // `mysql_type`), and the MariaDB source passes no length (`Text { max_len: None }`).
-    assert_eq!(
-        columns(&target),
-        columns(&db).replace("note varchar(200)", "note longtext"),
-        "target column types"
-    );
+    // The same types, VARCHAR(200) with its length.
+    assert_eq!(columns(&target), columns(&db), "target column types");
     assert_mariadb_position(&name, "replica");
     run_once_within(&pipeline, Duration::from_secs(45));
     assert_eq!(maria_items_digest(&target), src, "a run with nothing new");
@@ -319,6 +313,148 @@ fn mariadb_to_mariadb_snapshot_writes_and_kills_converge() {
         "mariadb → mariadb took {:?}: {count} rows equal (count, md5: {src})",
         started.elapsed()
     );
+}
+
+/// CHAR/VARCHAR keep their declared length in characters (the TABLE_MAP gives bytes; the
+/// source divides by the charset's bytes a character), BINARY/VARBINARY theirs in bytes, in
+/// the snapshot (information_schema) and the stream (TABLE_MAP with FULL metadata) alike: a
+/// sink creating the table makes the source's types, values of the full length (4-byte UTF-8
+/// included) fit, and a sink with the table already there (same definition) changes nothing.
+#[test]
+fn mariadb_to_mariadb_char_and_binary_lengths_kept() {
+    let tag = unique("ml");
+    let name = format!("my{tag}");
+    let db = format!("weir_{tag}");
+    let fresh = format!("weir_tgt_{tag}");
+    let preloaded = format!("weir_pre_{tag}");
+    let _db = mariadb_database(&db);
+    let _fresh = mariadb_target_cleanup(&fresh, &name);
+    let _preloaded = mariadb_target_cleanup(&preloaded, &name);
+    let ddl = "CREATE TABLE s (id INT NOT NULL PRIMARY KEY, \
+         c CHAR(10) CHARACTER SET utf8mb4 NOT NULL, v VARCHAR(64) CHARACTER SET utf8mb4, \
+         l VARCHAR(20) CHARACTER SET latin1, lc CHAR(3) CHARACTER SET latin1, \
+         u3 VARCHAR(30) CHARACTER SET utf8mb3, big CHAR(255) CHARACTER SET utf8mb4, \
+         b BINARY(4), vb VARBINARY(16)) ENGINE=InnoDB";
+    // Full-length values: 4-byte characters fill CHAR(10) and VARCHAR(64) (256 bytes).
+    let row = |id: u32, ch: char| {
+        let one = ch.to_string();
+        let c = one.repeat(5) + "abcde";
+        let v = one.repeat(64);
+        let l = "\u{e9}".repeat(20);
+        let u3 = "\u{20ac}".repeat(30);
+        let big = one.repeat(254) + "z";
+        let vb = format!("{id:02X}").repeat(16);
+        format!(
+            "({id}, '{c}', '{v}', '{l}', '\u{e9}\u{e9}\u{e9}', '{u3}', '{big}', X'00FF{id:04X}', X'{vb}')"
+        )
+    };
+    mariadb(&format!(
+        "USE `{db}`; {ddl}; INSERT INTO s VALUES {}, {}, \
+           (3, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+        row(1, '\u{1F600}'),
+        row(2, '\u{1F9EA}')
+    ));
+    mariadb(&format!(
+        "CREATE DATABASE `{preloaded}`; USE `{preloaded}`; {ddl} DEFAULT CHARSET=utf8mb4;"
+    ));
+    // CREATE_TIME has a resolution of a second: a rebuild by the sink must show.
+    std::thread::sleep(Duration::from_millis(1100));
+    let dir = TempDir::new("maria-len");
+    let sink = |n: &str, schema: &str| {
+        format!(
+            "[[sinks]]\nname = \"{n}\"\ntype = \"mysql\"\n\
+             url = \"mysql://root@127.0.0.1:3306/\"\nschema = \"{schema}\"\n\n"
+        )
+    };
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"mysql\"\n\
+             url = \"mysql://root@127.0.0.1:3306/{db}\"\ntables = [\"{db}.s\"]\n\n{}{}",
+            sink("fresh", &fresh),
+            sink("preloaded", &preloaded)
+        ),
+    );
+    let columns = |schema: &str| {
+        mariadb(&format!(
+            "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE, ' ', IS_NULLABLE, ' ', \
+               COLUMN_KEY) ORDER BY ORDINAL_POSITION SEPARATOR ', ') FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = '{schema}' AND TABLE_NAME = 's'"
+        ))
+    };
+    // Text as utf8mb4 bytes (the target is utf8mb4 whatever the source's charset), with its
+    // length in characters; binary as hex.
+    let rows = |schema: &str| {
+        let text = |c: &str| {
+            format!(
+                "IFNULL(CONCAT(CHAR_LENGTH({c}), ':', HEX(CONVERT({c} USING utf8mb4))), 'NULL')"
+            )
+        };
+        mariadb(&format!(
+            "SELECT id, {}, {}, {}, {}, {}, {}, IFNULL(HEX(b), 'NULL'), IFNULL(HEX(vb), 'NULL') \
+             FROM `{schema}`.`s` ORDER BY id",
+            text("c"),
+            text("v"),
+            text("l"),
+            text("lc"),
+            text("u3"),
+            text("big")
+        ))
+    };
+    let created = |schema: &str| {
+        mariadb(&format!(
+            "SELECT CREATE_TIME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{schema}' \
+             AND TABLE_NAME = 's'"
+        ))
+    };
+    let preloaded_created = created(&preloaded);
+    let once_log = pipeline.with_extension("once.log");
+    let check = |when: &str| {
+        let src = columns(&db);
+        assert!(
+            src.contains("c char(10) NO") && src.contains("v varchar(64) YES"),
+            "{src}"
+        );
+        for target in [&fresh, &preloaded] {
+            assert_eq!(columns(target), src, "{when}: column types of {target}");
+            assert_eq!(rows(target), rows(&db), "{when}: rows of {target}");
+        }
+        assert_eq!(
+            created(&preloaded),
+            preloaded_created,
+            "{when}: the preloaded target table was rebuilt (ALTER)"
+        );
+        let log = std::fs::read_to_string(&once_log).unwrap_or_default();
+        assert!(
+            !log.contains("keeping the target type"),
+            "{when}: the sink saw a type change:\n{log}"
+        );
+    };
+
+    run_once(&pipeline);
+    check("after the snapshot");
+    let fresh_created = created(&fresh);
+    // The stream: new rows and updates of the full length, through the TABLE_MAP.
+    mariadb(&format!(
+        "USE `{db}`; INSERT INTO s VALUES {}; \
+         UPDATE s SET c = REPEAT('\u{1F680}', 10), v = REPEAT('\u{1F680}', 64), \
+           l = REPEAT('\u{fe}', 20), lc = 'xyz', u3 = REPEAT('\u{2603}', 30), \
+           big = REPEAT('\u{1F680}', 255), b = X'01020304', \
+           vb = X'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF' WHERE id = 3; \
+         UPDATE s SET v = 'short', c = 'x' WHERE id = 1; DELETE FROM s WHERE id = 2;",
+        row(4, '\u{1F9F5}')
+    ));
+    run_once(&pipeline);
+    check("after the stream");
+    // Nothing new: nothing changes.
+    run_once(&pipeline);
+    check("after a run with nothing new");
+    assert_eq!(
+        created(&fresh),
+        fresh_created,
+        "the created target table was rebuilt (ALTER)"
+    );
+    assert_eq!(rows(&fresh).lines().count(), 3);
 }
 
 // ---------------------------------------------------------------- 3. crash/audit

@@ -67,13 +67,17 @@ pub mod ty {
 pub enum Charset {
     /// `binary`: the value is bytes.
     Binary,
-    /// utf8mb3 / utf8mb4.
-    Utf8,
+    /// `utf8mb3` (MySQL's and MariaDB's `utf8`): up to 3 bytes a character.
+    Utf8mb3,
+    /// `utf8mb4`: up to 4 bytes a character.
+    Utf8mb4,
     /// MySQL `latin1` (which is Windows-1252).
     Latin1,
     /// `ascii`.
     Ascii,
-    /// `ucs2` / `utf16` (big-endian UTF-16).
+    /// `ucs2` (2 bytes a character, big-endian; decoded as UTF-16).
+    Ucs2,
+    /// `utf16` (big-endian UTF-16).
     Utf16Be,
     /// `utf16le`.
     Utf16Le,
@@ -88,20 +92,46 @@ impl Charset {
     pub fn from_name(name: &str) -> Charset {
         match name.to_ascii_lowercase().as_str() {
             "binary" => Charset::Binary,
-            "utf8" | "utf8mb3" | "utf8mb4" => Charset::Utf8,
+            "utf8" | "utf8mb3" => Charset::Utf8mb3,
+            "utf8mb4" => Charset::Utf8mb4,
             "latin1" => Charset::Latin1,
             "ascii" => Charset::Ascii,
-            "ucs2" | "utf16" => Charset::Utf16Be,
+            "ucs2" => Charset::Ucs2,
+            "utf16" => Charset::Utf16Be,
             "utf16le" => Charset::Utf16Le,
             "utf32" => Charset::Utf32,
             other => Charset::Unsupported(other.to_owned()),
         }
     }
 
+    /// The most bytes one character takes (the server's `MAXLEN` of the character set):
+    /// a column's declared length in characters is its length in bytes (what a TABLE_MAP
+    /// and `CHARACTER_OCTET_LENGTH` give) divided by this. For a character set weir does not
+    /// know it is 1, so the length is never understated.
+    pub fn max_char_bytes(&self) -> u32 {
+        match self {
+            Charset::Binary | Charset::Latin1 | Charset::Ascii => 1,
+            Charset::Ucs2 => 2,
+            Charset::Utf8mb3 => 3,
+            Charset::Utf8mb4 | Charset::Utf16Be | Charset::Utf16Le | Charset::Utf32 => 4,
+            Charset::Unsupported(name) => match name.as_str() {
+                "big5" | "sjis" | "cp932" | "gbk" | "gb2312" | "euckr" => 2,
+                "ujis" | "eucjpms" => 3,
+                "gb18030" => 4,
+                _ => 1,
+            },
+        }
+    }
+
+    /// A declared length in characters from a length in bytes.
+    pub fn chars(&self, bytes: u32) -> u32 {
+        bytes.div_ceil(self.max_char_bytes())
+    }
+
     /// Decodes `bytes` to text.
     pub fn decode(&self, bytes: &[u8]) -> Result<String, DecodeError> {
         match self {
-            Charset::Utf8 => std::str::from_utf8(bytes)
+            Charset::Utf8mb3 | Charset::Utf8mb4 => std::str::from_utf8(bytes)
                 .map(str::to_owned)
                 .map_err(|e| DecodeError(format!("invalid UTF-8 in a utf8 column: {e}"))),
             Charset::Latin1 => Ok(bytes.iter().map(|&b| cp1252(b)).collect()),
@@ -111,12 +141,12 @@ impl Charset {
                 }
                 Ok(bytes.iter().map(|&b| char::from(b)).collect())
             }
-            Charset::Utf16Be | Charset::Utf16Le => {
+            Charset::Ucs2 | Charset::Utf16Be | Charset::Utf16Le => {
                 if !bytes.len().is_multiple_of(2) {
                     return err("odd number of bytes in a UTF-16 column");
                 }
                 let units = bytes.chunks_exact(2).map(|c| {
-                    if *self == Charset::Utf16Be {
+                    if *self != Charset::Utf16Le {
                         u16::from_be_bytes([c[0], c[1]])
                     } else {
                         u16::from_le_bytes([c[0], c[1]])
@@ -441,7 +471,8 @@ pub fn classify(c: &RawColumn) -> Result<(Kind, ColumnType, String), DecodeError
             let (ct, name) = if cs == Charset::Binary {
                 (ColumnType::Bytes, format!("binary({char_len})"))
             } else {
-                (ColumnType::Text { max_len: None }, "char".to_owned())
+                let n = cs.chars(char_len);
+                (ColumnType::Text { max_len: Some(n) }, format!("char({n})"))
             };
             (
                 Kind::Char {
@@ -460,7 +491,11 @@ pub fn classify(c: &RawColumn) -> Result<(Kind, ColumnType, String), DecodeError
             let (ct, name) = if cs == Charset::Binary {
                 (ColumnType::Bytes, format!("varbinary({max})"))
             } else {
-                (ColumnType::Text { max_len: None }, "varchar".to_owned())
+                let n = cs.chars(max);
+                (
+                    ColumnType::Text { max_len: Some(n) },
+                    format!("varchar({n})"),
+                )
             };
             (
                 Kind::VarChar {
@@ -1218,7 +1253,7 @@ mod tests {
         let one = |kind: &Kind, b: &[u8]| decode_value(kind, &mut Reader::new(b));
         let v = Kind::VarChar {
             max_bytes: 1020,
-            charset: Charset::Utf8,
+            charset: Charset::Utf8mb4,
         };
         let mut b = vec![4, 0];
         b.extend_from_slice("😀".as_bytes());
@@ -1276,6 +1311,79 @@ mod tests {
         assert_eq!(jsonb_to_text(&[0x04, 0x01]).unwrap(), "true");
         assert!(jsonb_to_text(&[0x0c, 0xff]).is_err());
         assert!(jsonb_to_text(&[0x00, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn text_lengths_in_characters_from_bytes_and_charset() {
+        let col = |t: u8, meta: &[u8], cs: Option<Charset>| {
+            let (_, ct, name) = classify(&RawColumn {
+                type_code: t,
+                meta: meta.to_vec(),
+                charset: cs,
+                ..Default::default()
+            })
+            .unwrap();
+            (ct, name)
+        };
+        let text = |n| ColumnType::Text { max_len: Some(n) };
+        // CHAR(10) utf8mb4: 40 bytes.
+        let utf8mb4 = Some(Charset::from_name("utf8mb4"));
+        assert_eq!(
+            col(ty::STRING, &[0xfe, 40], utf8mb4.clone()),
+            (text(10), "char(10)".into())
+        );
+        // CHAR(255) utf8mb4 = 1020 bytes (high length bits in byte 0).
+        assert_eq!(
+            col(ty::STRING, &[0xce, 0xfc], utf8mb4.clone()),
+            (text(255), "char(255)".into())
+        );
+        // VARCHAR(64) utf8mb4 = 256 bytes; utf8mb3 (`utf8`) 3 bytes a character.
+        assert_eq!(
+            col(ty::VARCHAR, &256u16.to_le_bytes(), utf8mb4),
+            (text(64), "varchar(64)".into())
+        );
+        for name in ["utf8", "utf8mb3"] {
+            assert_eq!(
+                col(
+                    ty::VARCHAR,
+                    &60u16.to_le_bytes(),
+                    Some(Charset::from_name(name))
+                ),
+                (text(20), "varchar(20)".into())
+            );
+        }
+        // latin1 and ascii: a byte a character; ucs2 2, utf16/utf32 4.
+        assert_eq!(
+            col(ty::VARCHAR, &20u16.to_le_bytes(), Some(Charset::Latin1)),
+            (text(20), "varchar(20)".into())
+        );
+        assert_eq!(
+            col(ty::STRING, &[0xfe, 5], Some(Charset::Ascii)),
+            (text(5), "char(5)".into())
+        );
+        for (name, bytes) in [("ucs2", 20), ("utf16", 40), ("utf16le", 40), ("utf32", 40)] {
+            assert_eq!(
+                col(ty::STRING, &[0xfe, bytes], Some(Charset::from_name(name))),
+                (text(10), "char(10)".into()),
+                "{name}"
+            );
+        }
+        // A multi-byte charset weir cannot decode still gets its length right; an unknown
+        // one is never understated.
+        assert_eq!(Charset::from_name("sjis").chars(20), 10);
+        assert_eq!(
+            Charset::Unsupported("collation id 999".into()).chars(40),
+            40
+        );
+        // BINARY / VARBINARY: bytes, their length in the source type.
+        assert_eq!(
+            col(ty::STRING, &[0xfe, 4], Some(Charset::Binary)),
+            (ColumnType::Bytes, "binary(4)".into())
+        );
+        assert_eq!(
+            col(ty::VARCHAR, &16u16.to_le_bytes(), Some(Charset::Binary)),
+            (ColumnType::Bytes, "varbinary(16)".into())
+        );
     }
 
     #[test]

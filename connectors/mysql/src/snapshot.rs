@@ -810,7 +810,7 @@ pub(crate) async fn table_meta(
         columns.push(ColumnMeta {
             codec: key_codec(&kind, &info),
             name: info.name,
-            charset: raw.charset.unwrap_or(Charset::Utf8),
+            charset: raw.charset.unwrap_or(Charset::Utf8mb4),
             kind,
         });
     }
@@ -1646,7 +1646,7 @@ mod tests {
         let (e, v) = param(&t, "it's \\ ü").unwrap();
         assert_eq!(e, "CONVERT(? USING latin1) COLLATE latin1_swedish_ci");
         assert_eq!(v, MyValue::Bytes("it's \\ ü".as_bytes().to_vec()));
-        assert!(bound_text(&t, &Charset::Utf8, MyValue::NULL).is_err());
+        assert!(bound_text(&t, &Charset::Utf8mb4, MyValue::NULL).is_err());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use weir_api::{
 use crate::config::{MysqlSourceConfig, opts, redact_text, redact_url};
 use crate::decode::{self, Charset, DecodeError, Kind, RawColumn, Reader, ty};
 use crate::gtid::{self, MysqlGtids};
+use crate::snapshot;
 
 /// Changes buffered before a transaction is handed on in chunks.
 pub const CHUNK_ROWS: usize = 1024;
@@ -586,8 +587,6 @@ struct InfoColumns {
     labels: Vec<Vec<String>>,
     key: Vec<usize>,
     json: Vec<bool>,
-    types: Vec<String>,
-    nullable: Vec<bool>,
 }
 
 struct Txn {
@@ -1030,7 +1029,16 @@ impl StreamReader {
                     // The table is gone already (dropped right after): nothing to truncate.
                     return Ok(());
                 }
-                schema_from_info(&table, &info)
+                // The schema the snapshot reads (information_schema through the same
+                // `classify` a TABLE_MAP goes through), so the first row event after it finds
+                // the same shape and makes no new schema version.
+                let facts = snapshot::server_facts(&mut self.meta, &self.cfg.url)
+                    .await
+                    .map_err(Err)?;
+                snapshot::table_meta(&mut self.meta, &self.cfg.url, facts, &table)
+                    .await
+                    .map_err(Err)?
+                    .schema
             }
         };
         self.announce(&schema).await.map_err(Ok)?;
@@ -1196,8 +1204,8 @@ impl StreamReader {
                 .unwrap_or_else(|| match id {
                     63 => Charset::Binary,
                     8 | 47 | 48 | 49 => Charset::Latin1,
-                    33 | 83 => Charset::Utf8,
-                    45 | 46 | 255 => Charset::Utf8,
+                    33 | 83 => Charset::Utf8mb3,
+                    45 | 46 | 255 => Charset::Utf8mb4,
                     _ => Charset::Unsupported(format!("collation id {id}")),
                 })
         };
@@ -1224,7 +1232,7 @@ impl StreamReader {
                         si += 1;
                         set_labels.get(si - 1)
                     };
-                    let label_cs = c.charset.clone().unwrap_or(Charset::Utf8);
+                    let label_cs = c.charset.clone().unwrap_or(Charset::Utf8mb4);
                     c.labels = raw_labels
                         .map(|ls| {
                             ls.iter()
@@ -1472,79 +1480,6 @@ fn split_qualified(name: &str) -> Vec<String> {
     parts
 }
 
-fn schema_from_info(table: &TableId, info: &InfoColumns) -> TableSchema {
-    let columns = info
-        .names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| Column {
-            name: n.clone(),
-            ty: column_type_from_info(&info.types[i], info.json[i], info.charsets[i].as_ref()),
-            source_type: info.types[i].clone(),
-            nullable: info.nullable[i],
-        })
-        .collect();
-    TableSchema {
-        table: table.clone(),
-        version: 0,
-        columns,
-        primary_key: info.key.clone(),
-    }
-}
-
-/// An engine type from information_schema's COLUMN_TYPE (used only for a TRUNCATE of a
-/// table no row event has described yet).
-fn column_type_from_info(ct: &str, json: bool, cs: Option<&Charset>) -> weir_api::ColumnType {
-    use weir_api::ColumnType as C;
-    let t = ct.to_ascii_lowercase();
-    let unsigned = t.contains("unsigned");
-    let base = t.split(['(', ' ']).next().unwrap_or_default();
-    let int = |bits| C::Int { bits, unsigned };
-    match base {
-        _ if json => C::Json,
-        "tinyint" => int(8),
-        "smallint" => int(16),
-        "mediumint" => int(24),
-        "int" | "integer" => int(32),
-        "bigint" => int(64),
-        "year" => C::Int {
-            bits: 16,
-            unsigned: false,
-        },
-        "float" => C::Float32,
-        "double" | "real" => C::Float64,
-        "decimal" | "numeric" => {
-            let inner = t
-                .split_once('(')
-                .and_then(|(_, r)| r.split_once(')'))
-                .map(|(a, _)| a);
-            let mut it = inner
-                .unwrap_or("")
-                .split(',')
-                .map(|x| x.trim().parse::<u32>().ok());
-            C::Decimal {
-                precision: it.next().flatten(),
-                scale: it.next().flatten(),
-            }
-        }
-        "bit" => C::Bits {
-            len: t
-                .split_once('(')
-                .and_then(|(_, r)| r.trim_end_matches(')').parse().ok()),
-        },
-        "date" => C::Date,
-        "time" => C::Time,
-        "datetime" => C::Timestamp,
-        "timestamp" => C::TimestampTz,
-        "json" => C::Json,
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => C::Bytes,
-        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
-        | "multipolygon" | "geometrycollection" => C::Other,
-        _ if cs == Some(&Charset::Binary) => C::Bytes,
-        _ => C::Text { max_len: None },
-    }
-}
-
 /// Parses `enum('a','b''c')` / `set(...)` labels.
 pub(crate) fn parse_labels(column_type: &str) -> Vec<String> {
     let Some(open) = column_type.find('(') else {
@@ -1585,12 +1520,12 @@ async fn query_info(
     table: &str,
     facts: &ServerFacts,
 ) -> Result<InfoColumns> {
-    type ColRow = (String, String, Option<String>, String, String, String);
+    type ColRow = (String, String, Option<String>, String, String);
     let rows: Vec<ColRow> = conn
         .exec(
-            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY, DATA_TYPE, \
-             IS_NULLABLE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND \
-             TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY, DATA_TYPE \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
             (db, table),
         )
         .await
@@ -1607,7 +1542,7 @@ async fn query_info(
         Vec::new()
     };
     let mut info = InfoColumns::default();
-    for (i, (name, ct, cs, key, data_type, nullable)) in rows.into_iter().enumerate() {
+    for (i, (name, ct, cs, key, data_type)) in rows.into_iter().enumerate() {
         let lower = ct.to_ascii_lowercase();
         info.unsigned.push(lower.contains("unsigned"));
         info.charsets
@@ -1635,8 +1570,6 @@ async fn query_info(
                     .iter()
                     .any(|c| c.replace(' ', "").eq_ignore_ascii_case(&json_check)),
         );
-        info.types.push(ct);
-        info.nullable.push(nullable == "YES");
         info.names.push(name);
     }
     Ok(info)
@@ -1674,26 +1607,6 @@ mod tests {
         assert_eq!(parse_labels("set('x')"), vec!["x"]);
         assert!(parse_labels("int(11)").is_empty());
         assert_eq!(parse_labels("enum('unterminated"), vec!["unterminated"]);
-    }
-
-    #[test]
-    fn info_types() {
-        use weir_api::ColumnType as C;
-        assert_eq!(
-            column_type_from_info("bigint(20) unsigned", false, None),
-            C::Int {
-                bits: 64,
-                unsigned: true
-            }
-        );
-        assert_eq!(
-            column_type_from_info("decimal(65,30)", false, None),
-            C::Decimal {
-                precision: Some(65),
-                scale: Some(30)
-            }
-        );
-        assert_eq!(column_type_from_info("longtext", true, None), C::Json);
     }
 
     #[test]

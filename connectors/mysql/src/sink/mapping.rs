@@ -473,10 +473,17 @@ fn generic_type(col: &Column) -> Ty {
     }
 }
 
-/// The column type for a column of a MySQL source: its own type where weir can spell it,
-/// except `timestamp(p)` → `datetime(p)` (holding UTC) and `char`/`varchar` whose length the
-/// binlog does not tell → `longtext`.
+/// The column type for a column of a MySQL source: its own type where weir can spell it
+/// (`char(n)` / `varchar(n)` with the declared length in characters), except
+/// `timestamp(p)` → `datetime(p)` (holding UTC). A bare `char` / `varchar` (a schema staged by
+/// an older weir, whose MySQL source did not pass the length) → `longtext`, not `char(1)`.
 fn mysql_type(col: &Column) -> Ty {
+    let st = col.source_type.trim().to_ascii_lowercase();
+    if matches!(col.ty, ColumnType::Text { max_len: None })
+        && matches!(st.as_str(), "char" | "varchar")
+    {
+        return Ty::Text(4);
+    }
     match parse_type(&col.source_type) {
         Some(Ty::Timestamp(p)) => Ty::DateTime(p),
         Some(Ty::Named(_)) | None => match col.ty {

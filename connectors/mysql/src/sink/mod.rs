@@ -78,10 +78,13 @@
 //! SPACE collation, under which `'a'` and `'a '` collide).
 //!
 //! From a **MySQL source** a column keeps its source type (`bigint unsigned`,
-//! `decimal(65,30)`, `datetime(6)`, `time(6)`, `enum('a','b')`, `set(...)`, `bit(5)`, `year`,
-//! `varbinary(16)`, `json`, ...), except: `timestamp(p)` → `datetime(p)` holding UTC (no 2038
-//! limit, no session time zone, no implicit `DEFAULT/ON UPDATE CURRENT_TIMESTAMP`); `char` /
-//! `varchar` whose length the binlog does not carry → `longtext`; geometry → `longtext` (WKT).
+//! `decimal(65,30)`, `datetime(6)`, `time(6)`, `char(10)`, `varchar(64)`, `binary(4)`,
+//! `varbinary(16)`, `enum('a','b')`, `set(...)`, `bit(5)`, `year`, `json`, ...), except:
+//! `timestamp(p)` → `datetime(p)` holding UTC (no 2038 limit, no session time zone, no implicit
+//! `DEFAULT/ON UPDATE CURRENT_TIMESTAMP`); geometry → `longtext` (WKT). `char(n)` /
+//! `varchar(n)` keep their length in characters (the source reads it from the TABLE_MAP's
+//! length in bytes and the column's character set, or from `information_schema`) in the
+//! target's `utf8mb4`, so a `latin1` `varchar(20)` becomes a `utf8mb4` `varchar(20)`.
 //! From other sources (PostgreSQL):
 //!
 //! | engine type (source type) | MySQL |
