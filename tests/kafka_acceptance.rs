@@ -291,15 +291,16 @@ type KafkaTxn = (usize, u64);
 /// committed in (transactions mode).
 struct View {
     msgs: Vec<(KMsg, Option<KafkaTxn>)>,
-    /// Messages of Kafka transactions that a SIGKILL left open (transactions mode).
-    hidden: usize,
+    /// Messages of Kafka transactions that a SIGKILL left open (transactions mode), with the
+    /// weir process that wrote each.
+    hidden: Vec<(KMsg, usize)>,
 }
 
 /// Idempotent mode: no Kafka transactions; everything in the topics is visible.
 fn idempotent_view(topics: Vec<Vec<KMsg>>) -> View {
     View {
         msgs: topics.into_iter().flatten().map(|m| (m, None)).collect(),
-        hidden: 0,
+        hidden: Vec::new(),
     }
 }
 
@@ -323,7 +324,14 @@ fn idempotent_view(topics: Vec<Vec<KMsg>>) -> View {
 ///
 /// An offset record that reached the mock is taken as committed even if the kill came before
 /// EndTxn, because the next process reads it back as its position (the mock shows it to
-/// read_committed readers) and resumes after it: that is what this run of weir did.
+/// read_committed readers) and resumes after it: that is what this run of weir did. That is
+/// also an outcome a real broker allows (the commit may have completed) only because the sink
+/// produces the offset record after every message of its Kafka transaction was acknowledged:
+/// the record is never in the mock's log without them. (Before it did so, a SIGKILL could
+/// land after the record reached the mock but before a data partition's last batch did; the
+/// next process resumed after the record and those messages were lost, on the mock only: a
+/// real broker aborts that transaction, hiding the record too.) So the model stays exact: a
+/// message missing from the view is lost, a message twice in it is a duplicate.
 fn transactions_view(
     topics: Vec<Vec<KMsg>>,
     offsets: &[KMsg],
@@ -361,13 +369,13 @@ fn transactions_view(
         closes[k].push(seq);
     }
     let mut msgs = Vec::new();
-    let mut hidden = 0;
+    let mut hidden = Vec::new();
     for m in topics.into_iter().flatten() {
         let k = instance_of(&m);
         let s = m.seq();
         match closes[k].iter().find(|c| **c >= s) {
             Some(c) => msgs.push((m, Some((k, *c)))),
-            None => hidden += 1,
+            None => hidden.push((m, k)),
         }
     }
     View { msgs, hidden }
@@ -494,30 +502,281 @@ fn replay(
 
 /// Rows (key → canonical JSON array) against the table's, with the first differences.
 fn assert_rows_equal(what: &str, table: &BTreeMap<i64, String>, replay: &BTreeMap<i64, String>) {
+    assert_rows_equal_explained(what, table, replay, &|_| String::new());
+}
+
+/// [`assert_rows_equal`], and on a difference `explain(keys that differ)` is printed too.
+fn assert_rows_equal_explained(
+    what: &str,
+    table: &BTreeMap<i64, String>,
+    replay: &BTreeMap<i64, String>,
+    explain: &dyn Fn(&[i64]) -> String,
+) {
     if table == replay {
         return;
     }
     let mut diffs = Vec::new();
+    let mut keys = Vec::new();
     for (k, v) in table {
         match replay.get(k) {
             Some(r) if r == v => {}
-            Some(r) => diffs.push(format!("key {k}: table {v}, replay {r}")),
-            None => diffs.push(format!("key {k}: table {v}, replay has none")),
+            Some(r) => {
+                diffs.push(format!("key {k}: table {v}, replay {r}"));
+                keys.push(*k);
+            }
+            None => {
+                diffs.push(format!("key {k}: table {v}, replay has none"));
+                keys.push(*k);
+            }
         }
     }
     for (k, r) in replay {
         if !table.contains_key(k) {
             diffs.push(format!("key {k}: only in the replay: {r}"));
+            keys.push(*k);
         }
     }
     let n = diffs.len();
     diffs.truncate(8);
+    keys.truncate(4);
+    let explanation = explain(&keys);
     panic!(
         "{what}: the replayed events differ from the table ({} rows, replay {}; {n} \
-         differences): {diffs:#?}",
+         differences): {diffs:#?}\n{explanation}",
         table.len(),
         replay.len()
     );
+}
+
+/// Diagnostics for keys whose replay is wrong: every message of theirs in `topic` (visible
+/// or hidden), with partition, offset, CreateTime, the weir process it falls in, headers and
+/// value; the processes' windows; the offset records.
+fn explain_keys(
+    view: &View,
+    topic: &str,
+    key: &str,
+    keys: &[i64],
+    instances: &[Instance],
+    offsets: &[KMsg],
+) -> String {
+    use std::fmt::Write;
+    let instance_of = |m: &KMsg| {
+        instances
+            .iter()
+            .position(|i| i.start_ms <= m.ts_ms && m.ts_ms <= i.end_ms)
+    };
+    let show = |m: &KMsg| {
+        format!(
+            "{}/{}@{} ts {} (process {:?}) headers {:?} value {}",
+            m.topic,
+            m.partition,
+            m.offset,
+            m.ts_ms,
+            instance_of(m),
+            m.headers,
+            m.value
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+        )
+    };
+    let mut out = String::from("diagnostics:\n");
+    for id in keys {
+        let want = format!("{{\"{key}\":{id}}}");
+        let _ = writeln!(out, "key {want}:");
+        for (m, txn) in &view.msgs {
+            if m.topic == topic && m.key.as_deref() == Some(want.as_str()) {
+                let _ = writeln!(out, "  visible (kafka txn {txn:?}): {}", show(m));
+            }
+        }
+        for (m, k) in &view.hidden {
+            if m.topic == topic && m.key.as_deref() == Some(want.as_str()) {
+                let _ = writeln!(out, "  HIDDEN (process {k}): {}", show(m));
+            }
+        }
+    }
+    let _ = writeln!(out, "processes: {instances:?}");
+    let _ = writeln!(out, "offset records:");
+    for r in offsets {
+        let _ = writeln!(
+            out,
+            "  {}@{} ts {} (process {:?}) {}",
+            r.partition,
+            r.offset,
+            r.ts_ms,
+            instance_of(r),
+            r.value
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// Milliseconds since the Unix epoch of a log line's RFC 3339 UTC timestamp
+/// (`2026-11-21T16:46:42.957032Z ...`), rounded down.
+fn log_line_ms(line: &str) -> Option<i64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
+}
+
+#[test]
+fn log_line_timestamps_and_sink_windows() {
+    let line = "2026-11-21T16:46:42.957032Z  INFO weir_kafka::sink: kafka sink ready sink=events";
+    assert_eq!(log_line_ms(line), Some(1_795_279_602_957));
+    assert_eq!(
+        log_line_ms("2024-02-29T00:00:01.005Z x"),
+        Some(1_709_164_801_005)
+    );
+    assert_eq!(log_line_ms("not a log line"), None);
+    let log = "2026-11-21T16:46:42.957032Z  INFO kafka sink ready\n\
+               2026-11-21T16:46:43.500000Z  INFO kafka sink ready\n";
+    let p = Instance {
+        start_ms: 1_795_279_602_000,
+        end_ms: 1_795_279_604_000,
+    };
+    let w = sink_instances(&[p], log);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!(
+        (w[0].start_ms, w[0].end_ms, w[1].start_ms, w[1].end_ms),
+        (
+            1_795_279_602_000,
+            1_795_279_603_499,
+            1_795_279_603_500,
+            1_795_279_604_000
+        )
+    );
+}
+
+/// The weir processes' windows cut into one per Kafka sink instance: a process whose engine
+/// rebuilt the sink has several `kafka sink ready` lines; each later one starts a new window
+/// at its millisecond (the earlier sink's last message was produced before its `apply`
+/// failed, before the new sink even connected).
+fn sink_instances(instances: &[Instance], log: &str) -> Vec<Instance> {
+    let ready: Vec<i64> = log
+        .lines()
+        .filter(|l| l.contains("kafka sink ready"))
+        .filter_map(log_line_ms)
+        .collect();
+    let mut out = Vec::new();
+    for i in instances {
+        let mut cuts: Vec<i64> = ready
+            .iter()
+            .copied()
+            .filter(|t| i.start_ms <= *t && *t <= i.end_ms)
+            .collect();
+        cuts.sort();
+        let mut start = i.start_ms;
+        for c in cuts.into_iter().skip(1) {
+            out.push(Instance {
+                start_ms: start,
+                end_ms: c - 1,
+            });
+            start = c;
+        }
+        out.push(Instance {
+            start_ms: start,
+            end_ms: i.end_ms,
+        });
+    }
+    out
+}
+
+/// Every message (visible or hidden) of the source transactions `txids` (`source.txid`).
+fn explain_txids(view: &View, txids: &BTreeSet<String>, instances: &[Instance]) -> String {
+    use std::fmt::Write;
+    let mut out = format!("messages of txids {txids:?}:\n");
+    let of = |m: &KMsg| {
+        m.json()
+            .and_then(|e| e["source"]["txid"].as_str().map(str::to_owned))
+            .is_some_and(|t| txids.contains(&t))
+    };
+    let instance_of = |m: &KMsg| {
+        instances
+            .iter()
+            .position(|i| i.start_ms <= m.ts_ms && m.ts_ms <= i.end_ms)
+    };
+    for (m, txn) in &view.msgs {
+        if of(m) {
+            let _ = writeln!(
+                out,
+                "  visible (kafka txn {txn:?}): {}/{}@{} ts {} (process {:?}) {:?}",
+                m.topic,
+                m.partition,
+                m.offset,
+                m.ts_ms,
+                instance_of(m),
+                m.headers
+            );
+        }
+    }
+    for (m, k) in &view.hidden {
+        if of(m) {
+            let _ = writeln!(
+                out,
+                "  HIDDEN (process {k}): {}/{}@{} ts {} {:?}",
+                m.topic, m.partition, m.offset, m.ts_ms, m.headers
+            );
+        }
+    }
+    out
+}
+
+/// What the shared tansu broker's SQLite storage (scripts/services.sh) holds for `key` in
+/// `topic`: partition, offset, producer id, CreateTime and when tansu stored it (best effort,
+/// for diagnostics: needs the `sqlite3` command and the broker's database file).
+fn tansu_records(topic: &str, key: &str) -> String {
+    let sql = format!(
+        "SELECT tp.partition, r.offset_id, r.producer_id, r.producer_epoch, r.timestamp, \
+           r.created_at, (SELECT group_concat(CAST(h.k AS TEXT) || '=' || CAST(h.v AS TEXT), ' ') \
+             FROM header h WHERE h.topition = r.topition AND h.offset_id = r.offset_id) \
+         FROM record r JOIN topition tp ON r.topition = tp.id JOIN topic t ON tp.topic = t.id \
+         WHERE t.name = '{topic}' AND CAST(r.k AS TEXT) = '{key}' ORDER BY 1, 2"
+    );
+    match Command::new("sqlite3")
+        .args(["-readonly", "/var/lib/weir-tansu/tansu.db", &sql])
+        .output()
+    {
+        Ok(o) => format!(
+            "tansu storage, {topic} key {key} (partition|offset|producer|epoch|CreateTime|stored|headers):\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("(sqlite3: {e})\n"),
+    }
+}
+
+/// The weir log's lines about the Kafka sink's start-up and errors.
+fn log_lines(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out = String::from("weir log (sink start-ups, warnings, errors):\n");
+    for l in text.lines().filter(|l| {
+        l.contains("kafka sink ready")
+            || l.contains("resuming")
+            || l.contains("WARN")
+            || l.contains("ERROR")
+    }) {
+        out.push_str("  ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,16 +939,21 @@ fn pgbench_kafka_crash_test(
     );
     let log = dir.path().join("weir-run.log");
 
-    // The first process creates the slot; pgbench starts once it exists, so every pgbench
-    // transaction commits after the slot's consistent point and is streamed (not only seen
-    // by the snapshot).
+    // The first process creates the slot; pgbench starts once the slot is consistent, so
+    // every pgbench transaction commits after the slot's consistent point and is streamed
+    // (not only seen by the snapshot). The slot is listed while CREATE_REPLICATION_SLOT still
+    // waits for older transactions (seconds on the shared server) and vanishes if its creator
+    // is killed then; its confirmed_flush_lsn is set once it has its consistent point.
     let mut instances = Vec::new();
     let mut start_ms = now_ms();
     let mut running = start_weir(&pipeline, &log);
     let deadline = Instant::now() + Duration::from_secs(30);
     while psql(
         &db,
-        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        &format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' \
+             AND confirmed_flush_lsn IS NOT NULL"
+        ),
     ) != "1"
     {
         if let Some(status) = running.0.try_wait().unwrap() {
@@ -747,23 +1011,27 @@ fn pgbench_kafka_crash_test(
         .collect();
     let offsets = read_topic(&brokers, &offsets_topic);
     let writer = format!("{name}/events");
+    // Transactions mode: a sink the engine rebuilt inside a process (after an error) aborted
+    // its open Kafka transaction, which the mock does not hide either; so the reconstruction
+    // works per sink instance, not per process: each process's window is cut where a later
+    // sink of it became ready (its log line), since the earlier sink had stopped writing
+    // before the new one connected.
+    let sinks = sink_instances(
+        &instances,
+        &std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+    let sink_starts = sinks.len();
     let view = match mock {
-        Some(_) => transactions_view(read, &offsets, &instances, &writer),
+        Some(_) => transactions_view(read, &offsets, &sinks, &writer),
         None => idempotent_view(read),
     };
     let read_at = started.elapsed();
-    // A process that rebuilt its sink (after an error) would have aborted a Kafka transaction
-    // the reconstruction above cannot see: say so when that happened.
-    let sink_starts = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .matches("kafka sink ready")
-        .count();
     eprintln!(
-        "{mode}: {kills} kills, {} processes, {sink_starts} sink starts, {} messages visible, \
+        "{mode}: {kills} kills, {} processes, {sink_starts} sink instances, {} messages visible, \
          {} hidden (uncommitted Kafka transactions)",
         instances.len(),
         view.msgs.len(),
-        view.hidden
+        view.hidden.len()
     );
 
     // 1. Exactly once, valid envelopes.
@@ -785,7 +1053,42 @@ fn pgbench_kafka_crash_test(
     let mut summary = String::new();
     for (table, key, cols) in PGBENCH_KEYED {
         let (rows, ops) = replay(&view, &topic(table), key, cols, &lsn_order);
-        assert_rows_equal(table, &pg_rows(&db, table, Some(key), cols), &rows);
+        assert_rows_equal_explained(
+            table,
+            &pg_rows(&db, table, Some(key), cols),
+            &rows,
+            &|keys| {
+                let mut s = explain_keys(&view, &topic(table), key, keys, &sinks, &offsets);
+                // The source transactions that changed these keys: their pgbench_history rows
+                // and every message of their txids.
+                if table == "pgbench_accounts" {
+                    for id in keys {
+                        s.push_str(&psql(
+                            &db,
+                            &format!(
+                                "SELECT tid, bid, aid, delta, mtime FROM pgbench_history \
+                                 WHERE aid = {id}"
+                            ),
+                        ));
+                        s.push('\n');
+                        let all = view
+                            .msgs
+                            .iter()
+                            .map(|(m, _)| m)
+                            .chain(view.hidden.iter().map(|(m, _)| m));
+                        let txids: BTreeSet<String> = all
+                            .filter(|m| m.topic == topic("pgbench_history"))
+                            .filter_map(|m| m.json())
+                            .filter(|e| e["after"]["aid"].as_i64() == Some(*id))
+                            .filter_map(|e| e["source"]["txid"].as_str().map(str::to_owned))
+                            .collect();
+                        s.push_str(&explain_txids(&view, &txids, &sinks));
+                    }
+                }
+                s.push_str(&log_lines(&log));
+                s
+            },
+        );
         // Each pgbench transaction updates one row of each keyed table and inserts one
         // history row; nothing else changes them after pgbench -i.
         assert_eq!(
@@ -1041,11 +1344,12 @@ fn mariadb_to_kafka_idempotent_under_sysbench_with_kills_exactly_once() {
     );
     let mut rng = Rng(0x3a_1b_0c_55);
     let mut kills = 0;
+    let mut instances = Vec::new();
     while kills < KILLS {
         let start_ms = now_ms();
         let running = start_weir(&pipeline, &log);
         std::thread::sleep(lifetime(&mut rng, kills, true));
-        kill(running, start_ms, &log);
+        instances.push(kill(running, start_ms, &log));
         kills += 1;
     }
     // Then one process streams until the load ends, and is killed too.
@@ -1054,7 +1358,7 @@ fn mariadb_to_kafka_idempotent_under_sysbench_with_kills_exactly_once() {
     while sb.0.try_wait().unwrap().is_none() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    kill(running, start_ms, &log);
+    instances.push(kill(running, start_ms, &log));
     let status = sb.0.wait().unwrap();
     let text = std::fs::read_to_string(&sb_log).unwrap_or_default();
     assert!(status.success(), "sysbench run failed: {text}");
@@ -1067,7 +1371,7 @@ fn mariadb_to_kafka_idempotent_under_sysbench_with_kills_exactly_once() {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or_else(|| panic!("no transaction count in sysbench's output: {text}"));
-    run_once_within(&pipeline, &log, Duration::from_secs(120));
+    instances.push(run_once_within(&pipeline, &log, Duration::from_secs(120)));
     let caught_up_at = started.elapsed();
 
     let topics: Vec<String> = (1..=TABLES)
@@ -1097,7 +1401,15 @@ fn mariadb_to_kafka_idempotent_under_sysbench_with_kills_exactly_once() {
             (id, sb_row(id, f[1].parse().unwrap(), f[2], f[3]))
         })
         .collect();
-        assert_rows_equal(topic, &table, &rows);
+        assert_rows_equal_explained(topic, &table, &rows, &|keys| {
+            let offsets = read_topic(&brokers, &offsets_topic);
+            let mut s = explain_keys(&view, topic, "id", keys, &instances, &offsets);
+            for id in keys {
+                s.push_str(&tansu_records(topic, &format!("{{\"id\":{id}}}")));
+            }
+            s.push_str(&log_lines(&log));
+            s
+        });
         for (op, n) in ops {
             *totals.entry(op).or_default() += n;
         }

@@ -305,7 +305,8 @@ pub(crate) fn partition_count<C: ClientContext>(
     Ok(Some(t.partitions().len() as i32))
 }
 
-/// Creates `topic` (a concurrent creation by someone else is fine).
+/// Creates `topic` (a concurrent creation by someone else is fine). True when this call
+/// created it, false when it already existed.
 pub(crate) fn create_topic(
     cfg: &KafkaSinkConfig,
     admin: &AdminClient<DefaultClientContext>,
@@ -313,7 +314,7 @@ pub(crate) fn create_topic(
     partitions: i32,
     compact: bool,
     what: &str,
-) -> Result<()> {
+) -> Result<bool> {
     let mut nt = NewTopic::new(
         topic,
         partitions,
@@ -330,7 +331,7 @@ pub(crate) fn create_topic(
     for r in res {
         match r {
             Ok(_) => {}
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
             Err((name, code)) => {
                 return Err(map_error(
                     cfg,
@@ -348,7 +349,7 @@ pub(crate) fn create_topic(
         replication_factor = cfg.replication_factor,
         "created Kafka topic"
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Reads `topic`/`partition` backwards from its end in growing windows and calls `visit` on

@@ -26,7 +26,9 @@
 //! a transactional, idempotent producer with `transactional.id = weir-<pipeline>-<sink>`, so
 //! a second weir on the same sink fences the first (→ definite error "fenced"). One Kafka
 //! transaction holds whole source transactions: it begins at the first message and commits
-//! at the *last Commit of an `apply` call*, together with the offset record; the part of a
+//! at the *last Commit of an `apply` call*, together with the offset record (produced once
+//! the transaction's messages are acknowledged, so it is never in the log without them, even
+//! for a reader that sees aborted transactions, like librdkafka's mock cluster); the part of a
 //! source transaction after that Commit stays in an open Kafka transaction across calls until
 //! its own Commit arrives. Nothing is buffered in weir: messages go to the brokers as they
 //! come (librdkafka's queue is bounded to 64 MiB), the broker holds the uncommitted data, so
@@ -54,7 +56,9 @@
 //! which the producer itself gives up on the answer); a broker slower than that can still
 //! reorder after a crash. Each (re)start of the sink therefore takes that long before its
 //! first write (a sink with nothing to write does not wait); it overlaps with the source's
-//! start-up.
+//! start-up. A sink that finds no offsets topic and creates it does not wait: every producer
+//! of the sink reads its position from that topic (creating it if missing) before it writes
+//! anything, so no earlier one exists (unless someone deleted the topic since).
 //!
 //! At the last Commit of a call the sink sends the offset record right behind the messages
 //! and waits once for all acknowledgements. The record lists, per partition written since the

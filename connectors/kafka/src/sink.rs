@@ -255,6 +255,10 @@ impl KafkaSink {
     /// a produce request within `socket.timeout.ms` of receiving it, the time after which the
     /// producer itself gives up waiting for the answer. A broker slower than that can still
     /// reorder after a crash; nothing but transactions can rule it out.
+    ///
+    /// A sink that creates the offsets topic itself does not wait: every producer of the sink
+    /// makes sure of that topic (reading its position) before it writes anything, so there
+    /// was none before (unless the topic was deleted since).
     fn settle(&mut self) {
         let Some(until) = self.settle_until.take() else {
             return;
@@ -369,7 +373,17 @@ impl KafkaSink {
             let admin = self.admin.as_ref().expect("set above");
             let single = offsets || self.transaction_topic.as_deref() == Some(name);
             let n = if single { 1 } else { self.cfg.partitions };
-            client::create_topic(&self.cfg, admin, name, n, offsets, &what)?;
+            let created = client::create_topic(&self.cfg, admin, name, n, offsets, &what)?;
+            if offsets && created && self.settle_until.take().is_some() {
+                // No earlier producer of this sink exists: each one made sure of the offsets
+                // topic before writing anything, and this sink has just created it.
+                tracing::info!(
+                    sink = %self.ctx.sink,
+                    topic = name,
+                    "idempotent delivery: created the offsets topic, so no earlier producer of \
+                     this sink can have requests in flight: no settle wait"
+                );
+            }
             let deadline = Instant::now() + REQUEST_TIMEOUT;
             while partitions.is_none() {
                 if Instant::now() > deadline {
@@ -688,6 +702,22 @@ impl KafkaSink {
         match self.mode {
             Delivery::Transactions => {
                 self.begin_kafka_txn()?;
+                // The transaction's messages are acknowledged before its offset record is
+                // produced, so the record is never in the log without them: a reader that
+                // sees aborted messages (read_uncommitted, or librdkafka's mock cluster, which
+                // hides nothing) and takes the record as the position loses nothing. Costs
+                // one produce round trip per Kafka commit.
+                if let Err(e) = self.flush(seq) {
+                    let what = format!(
+                        "{}: cannot commit the Kafka transaction up to log sequence {seq}: {e}",
+                        self.what
+                    );
+                    return Err(if e.is_transient() {
+                        ConnectorError::transient(what)
+                    } else {
+                        ConnectorError::definite(what)
+                    });
+                }
                 let h = OwnedHeaders::new();
                 self.send(&topic, Some(key.as_bytes()), Some(&value), h, seq, false)?;
                 self.kafka_txn_open = false;

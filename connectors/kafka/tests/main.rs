@@ -1201,3 +1201,73 @@ async fn idempotent_late_request_of_an_earlier_producer_is_not_duplicated() {
         );
     }
 }
+
+/// Transactions mode: the offset record must never reach the log before the transaction's
+/// messages do. librdkafka sends each partition's batches on the connection to its leader, so
+/// without waiting for the messages' acknowledgements the record (another partition, maybe
+/// another broker) can land first; a crash then leaves a record whose messages never arrive.
+/// A real broker aborts that transaction and hides the record with it, but a broker that
+/// shows aborted messages (librdkafka's mock: the SIGKILL acceptance test) would hand the next
+/// sink a position past lost messages. Here the data partition's leader is down while the
+/// sink commits: its offset record must not appear until the messages are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_offset_record_never_lands_before_its_messages() {
+    let pipeline = unique("recfirst");
+    let t = format!("{pipeline}.public.orders");
+    let offsets = format!("{pipeline}_offsets");
+    let mock = mock_cluster(&[(&t, 1), (&offsets, 1)]);
+    mock.partition_leader(&t, 0, Some(2)).unwrap();
+    mock.partition_leader(&offsets, 0, Some(1)).unwrap();
+    mock.coordinator(
+        rdkafka::mocking::MockCoordinator::Transaction(format!("weir-{pipeline}-ev")),
+        3,
+    )
+    .unwrap();
+    let cfg = mock_config(&mock, &pipeline);
+    let log = test_log(&[3, 4]);
+    let first_commit = log
+        .entries
+        .iter()
+        .find(|e| matches!(e.entry, Entry::Commit(_)))
+        .unwrap()
+        .seq;
+    let split = log.from(Some(first_commit));
+    let mut sink = KafkaSink::connect(&cfg, ctx(&pipeline, "ev"))
+        .await
+        .unwrap();
+    sink.apply(&log.entries[..split]).await.unwrap();
+    assert_eq!(sink.committed().await.unwrap(), Some(first_commit));
+
+    // The data partition's leader goes away; the second transaction's commit cannot finish.
+    mock.broker_down(2).unwrap();
+    let rest = log.entries[split..].to_vec();
+    let stuck = tokio::spawn(async move {
+        let r = sink.apply(&rest).await;
+        drop(sink);
+        r
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // (Watermarks from the offsets partition's leader: a full read would trip over the
+    // broker that is down.)
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .unwrap();
+    let (_, high) = c
+        .fetch_watermarks(&offsets, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        high, 1,
+        "an offset record reached the log while its transaction's messages could not"
+    );
+    // Once the leader is back, the commit completes, record last.
+    mock.broker_up(2).unwrap();
+    tokio::time::timeout(Duration::from_secs(100), stuck)
+        .await
+        .expect("the commit did not complete once the broker was back")
+        .unwrap()
+        .unwrap();
+    let msgs = read_topic(&mock.bootstrap_servers(), &t);
+    assert_eq!(msgs.len(), 7, "{msgs:?}");
+    assert_eq!(read_topic(&mock.bootstrap_servers(), &offsets).len(), 2);
+}
