@@ -151,7 +151,11 @@ fn db_options() -> Options {
 
 fn events_options() -> Options {
     let mut o = Options::default();
-    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Records are mostly read and deleted soon after they are written: compressing them on
+    // every flush and first compaction costs CPU on the hot path for nothing. A backlog that
+    // stays long enough to reach level 2 is compressed there.
+    use rocksdb::DBCompressionType::{Lz4, None as Plain};
+    o.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
     // Memtables bound most of the log's memory: 3 x 8 MiB.
     o.set_write_buffer_size(8 << 20);
     o.set_max_write_buffer_number(3);
@@ -420,13 +424,23 @@ impl StagingLog {
         if seq <= first || self.read_only {
             return Ok(());
         }
+        // Readers never go below `first`, so records under it need not be deleted one by one:
+        // whole files below it are dropped, and the few records left in a file that straddles
+        // it (or still in a memtable) go with that file later. No range tombstone means no
+        // compaction rewriting dead records: keys only grow, so files never overlap and
+        // RocksDB moves them between levels without rewriting them.
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(EVENTS), first.to_be_bytes(), seq.to_be_bytes());
         let mut value = Vec::new();
         record::encode(&seq, &mut value)?;
         batch.put_cf(self.cf(META), FIRST_KEY, value);
-        self.write(batch, false, "cannot delete applied records")?;
+        // Synced before any file goes, so a restart never starts below what is gone.
+        self.write(batch, true, "cannot record applied records")?;
         *self.first.lock().unwrap_or_else(|e| e.into_inner()) = seq;
+        // `seq` itself stays (the slowest sink resumes from that commit record); the range
+        // end is inclusive.
+        self.db
+            .delete_file_in_range_cf(self.cf(EVENTS), 0u64.to_be_bytes(), (seq - 1).to_be_bytes())
+            .map_err(|e| self.rocks_err("cannot delete applied records", e))?;
         Ok(())
     }
 
@@ -514,6 +528,9 @@ impl LogReader {
         if from > upto {
             return Ok(batch);
         }
+        if from < self.log.first_seq() {
+            return Err(self.retained_error(from));
+        }
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound((upto + 1).to_be_bytes().to_vec());
         let log = Arc::clone(&self.log);
@@ -585,14 +602,18 @@ impl LogReader {
             )));
         }
         if batch.entries.is_empty() {
-            return Err(LogError::Protocol(format!(
-                "staging log {}: record {from} was already deleted by retention (oldest kept: {}); \
-                 re-snapshot the sinks that need it",
-                self.log.path.display(),
-                self.log.first_seq()
-            )));
+            return Err(self.retained_error(from));
         }
         Ok(batch)
+    }
+
+    fn retained_error(&self, from: u64) -> LogError {
+        LogError::Protocol(format!(
+            "staging log {}: record {from} was already deleted by retention (oldest kept: {}); \
+             re-snapshot the sinks that need it",
+            self.log.path.display(),
+            self.log.first_seq()
+        ))
     }
 
     fn schema(&mut self, table: &TableId, version: u32) -> Result<Arc<TableSchema>, LogError> {

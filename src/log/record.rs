@@ -63,6 +63,14 @@ pub fn encode<T: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<(), bincode::error::EncodeError> {
     out.clear();
+    encode_append(value, out)
+}
+
+/// Appends the encoding (version byte in front) to `out`, keeping what is there.
+pub fn encode_append<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), bincode::error::EncodeError> {
     out.push(FORMAT_VERSION);
     bincode::serde::encode_into_std_write(value, out, config())?;
     Ok(())

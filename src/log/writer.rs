@@ -133,8 +133,7 @@ impl LogWriter {
             block.first_seq = self.next_seq;
         }
         let start = block.data.len();
-        record::encode(stored, &mut self.scratch)?;
-        block.data.extend_from_slice(&self.scratch);
+        record::encode_append(stored, &mut block.data)?;
         block.ends.push(block.data.len());
         self.bytes_total += (block.data.len() - start) as u64;
         self.next_seq += 1;

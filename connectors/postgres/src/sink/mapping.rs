@@ -181,13 +181,35 @@ fn array_text(items: &[Value], conv: &mut Conversion, out: &mut String) -> Resul
     Ok(())
 }
 
-/// `YYYY-MM-DD` (with ` BC` for years ≤ 0), `infinity`, `-infinity`; `None` for a zero date.
-fn date_parts(d: Date) -> Option<(String, bool)> {
+/// Appends `v` in decimal, zero-padded to at least `width` digits (no formatting machinery:
+/// dates and times are on the hot path of every row).
+fn push_padded(out: &mut String, v: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let (mut n, mut i) = (v, digits.len());
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in digits.len() - i..width {
+        out.push('0');
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// Appends `YYYY-MM-DD` (the year of a BC date counted PostgreSQL's way), `infinity` or
+/// `-infinity`; says whether ` BC` must follow, or `None` for a zero date.
+fn push_date(out: &mut String, d: Date) -> Option<bool> {
     if d == Date::INFINITY {
-        return Some(("infinity".into(), false));
+        out.push_str("infinity");
+        return Some(false);
     }
     if d == Date::NEG_INFINITY {
-        return Some(("-infinity".into(), false));
+        out.push_str("-infinity");
+        return Some(false);
     }
     if d.month == 0 || d.day == 0 {
         return None;
@@ -198,35 +220,74 @@ fn date_parts(d: Date) -> Option<(String, bool)> {
     } else {
         i64::from(d.year)
     };
-    Some((format!("{year:04}-{:02}-{:02}", d.month, d.day), bc))
+    push_padded(out, year.unsigned_abs(), 4);
+    out.push('-');
+    push_padded(out, u64::from(d.month), 2);
+    out.push('-');
+    push_padded(out, u64::from(d.day), 2);
+    Some(bc)
 }
 
+/// `YYYY-MM-DD` (with ` BC` for years ≤ 0), `infinity`, `-infinity`; `None` for a zero date.
 fn date_text(d: Date) -> Option<String> {
-    let (s, bc) = date_parts(d)?;
-    Some(if bc { format!("{s} BC") } else { s })
+    let mut s = String::with_capacity(16);
+    if push_date(&mut s, d)? {
+        s.push_str(" BC");
+    }
+    Some(s)
+}
+
+/// Appends `[-]HH:MM:SS.ffffff` (hours may exceed 24): what `Time`'s `Display` writes.
+fn push_time(out: &mut String, micros: i64) {
+    if micros < 0 {
+        out.push('-');
+    }
+    let t = micros.unsigned_abs();
+    let secs = t / 1_000_000;
+    push_padded(out, secs / 3600, 2);
+    out.push(':');
+    push_padded(out, secs / 60 % 60, 2);
+    out.push(':');
+    push_padded(out, secs % 60, 2);
+    out.push('.');
+    push_padded(out, t % 1_000_000, 6);
 }
 
 /// `HH:MM:SS.ffffff`; a MySQL duration outside 0..=24h keeps its sign and hours (PostgreSQL
 /// `time` rejects it, and the error names the column).
 fn time_text(t: Time) -> String {
-    t.to_string()
+    let mut s = String::with_capacity(16);
+    push_time(&mut s, t.micros);
+    s
 }
 
 fn timestamp_text(ts: Timestamp, tz: bool) -> Option<String> {
     if ts.date.is_infinite() {
         return date_text(ts.date);
     }
-    let (date, bc) = date_parts(ts.date)?;
-    let time = Time {
-        micros: ts.micros as i64,
-    };
-    let zone = if tz { "+00" } else { "" };
-    let era = if bc { " BC" } else { "" };
-    Some(format!("{date} {time}{zone}{era}"))
+    let mut s = String::with_capacity(36);
+    let bc = push_date(&mut s, ts.date)?;
+    s.push(' ');
+    push_time(&mut s, ts.micros as i64);
+    if tz {
+        s.push_str("+00");
+    }
+    if bc {
+        s.push_str(" BC");
+    }
+    Some(s)
 }
 
 /// Escapes a text value for a text-format COPY field.
 pub(crate) fn copy_escape(s: &str, out: &mut Vec<u8>) {
+    // Most values have nothing to escape: copied in one go.
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     for &b in s.as_bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -422,6 +483,60 @@ mod tests {
             Cell::Null => None,
             Cell::Unchanged => Some("<unchanged>".into()),
         }
+    }
+
+    #[test]
+    fn fast_date_and_time_forms_equal_formatted_ones() {
+        for (y, m, d) in [
+            (2024, 2, 29),
+            (1, 1, 1),
+            (0, 12, 31),
+            (-43, 3, 15),
+            (12345, 6, 7),
+        ] {
+            let date = Date::new(y, m, d);
+            let (year, bc) = if y <= 0 {
+                (1 - i64::from(y), true)
+            } else {
+                (i64::from(y), false)
+            };
+            let expect = format!("{year:04}-{m:02}-{d:02}{}", if bc { " BC" } else { "" });
+            assert_eq!(date_text(date).as_deref(), Some(expect.as_str()));
+            for micros in [0u64, 1, 999_999, 45_296_000_001, 86_399_999_999] {
+                let time = Time {
+                    micros: micros as i64,
+                };
+                let expect = format!(
+                    "{year:04}-{m:02}-{d:02} {time}+00{}",
+                    if bc { " BC" } else { "" }
+                );
+                let ts = Timestamp { date, micros };
+                assert_eq!(timestamp_text(ts, true).as_deref(), Some(expect.as_str()));
+            }
+        }
+        for micros in [
+            0i64,
+            1,
+            -1,
+            3_020_399_000_000,
+            -3_020_399_999_999,
+            86_400_000_000,
+        ] {
+            let t = Time { micros };
+            assert_eq!(time_text(t), t.to_string());
+        }
+        assert_eq!(date_text(Date::INFINITY).as_deref(), Some("infinity"));
+        assert_eq!(
+            timestamp_text(
+                Timestamp {
+                    date: Date::NEG_INFINITY,
+                    micros: 0
+                },
+                false
+            )
+            .as_deref(),
+            Some("-infinity")
+        );
     }
 
     #[test]
