@@ -5,6 +5,8 @@
 #        bench/run.sh mysql [EVENTS] [ROUNDS]   (needs MariaDB on 127.0.0.1:3306; makes a python venv)
 #        bench/run.sh stages [EVENTS] [SLEEP_SECONDS]   (needs PostgreSQL on 127.0.0.1:5432)
 #        bench/run.sh sql [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]   (needs PostgreSQL on 127.0.0.1:5432)
+#        bench/run.sh mysql-sql [SYSBENCH_TXNS] [BULK_TXNS] [ROUNDS]   (needs MariaDB on 127.0.0.1:3306, sysbench)
+#        bench/run.sh pg-snapshot [SCALE] [WIDE_ROWS] [ROUNDS] [WORKERS]   (needs PostgreSQL on 5432, pgcopydb)
 #        bench/run.sh kafka [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]   (needs PostgreSQL on 5432, a Kafka broker on 9092)
 # WEIR_BENCH_PROFILE=dev uses the test profile's build instead of a release build.
 set -euo pipefail
@@ -24,6 +26,17 @@ fi
 if [ "${1:-}" = sql ]; then
     shift
     exec "$BIN/weir-bench" sql "$BIN/weir" "${1:-5000}" "${2:-2000}" "${3:-3}"
+fi
+if [ "${1:-}" = mysql-sql ]; then
+    shift
+    # The shared MariaDB as it is (never restarted from here; it needs the binlog on).
+    command -v sysbench >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q sysbench >/dev/null
+    exec "$BIN/weir-bench" mysql-sql "$BIN/weir" "${1:-20000}" "${2:-2000}" "${3:-3}"
+fi
+if [ "${1:-}" = pg-snapshot ]; then
+    shift
+    command -v pgcopydb >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgcopydb >/dev/null
+    exec "$BIN/weir-bench" pg-snapshot "$BIN/weir" "${1:-10}" "${2:-200000}" "${3:-3}" "${4:-4}"
 fi
 if [ "${1:-}" = kafka ]; then
     shift

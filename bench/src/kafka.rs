@@ -1,7 +1,9 @@
 //! Kafka sink benchmarks against a plain producer, on the same broker in the same run
-//! (`weir-bench kafka ...`, or `bench/run.sh kafka`). The broker is the shared one on
-//! 127.0.0.1:9092 (tansu: no transactions, so `delivery = "idempotent"`). Topics get unique
-//! names and are left on the broker (tansu 0.6's DeleteTopics deletes every topic).
+//! (`weir-bench kafka ...`, or `bench/run.sh kafka`). The broker is a tansu the bench starts
+//! for the run on 127.0.0.1:19092 with a fresh SQLite store (on /dev/shm), or the one
+//! `WEIR_BENCH_KAFKA` names (e.g. the shared tansu on 127.0.0.1:9092). tansu has no
+//! transactions, so `delivery = "idempotent"`. Topics get unique names and are left on the
+//! broker (tansu 0.6's DeleteTopics deletes every topic).
 //!
 //! (h1) throughput: `weir run --once` of a datagen → staging log → kafka sink pipeline (one
 //!      table, inserts, transactions of 100, ~200-byte rows; the source stages concurrently,
@@ -14,7 +16,9 @@
 //!      `clock_timestamp()` (µs) into a PostgreSQL table on 127.0.0.1:5432 at 5,000 rows/s (50
 //!      rows per transaction every 10 ms; RATE changes it) while `weir run` streams it (pgoutput → log → kafka);
 //!      a watcher thread polls the topic's high watermarks (messages the broker has
-//!      acknowledged) every ~2 ms plus the request time, and each transaction's latency is the
+//!      acknowledged) every ~10 ms plus the request time (`WEIR_BENCH_WATCH_MS`; polling more
+//!      often loads tansu, which serves every ListOffsets from SQLite, enough to slow the
+//!      sink's own produce requests), and each transaction's latency is the
 //!      first sample holding all its rows minus the time its INSERT was acknowledged.
 //!      **Peer:** a plain producer (weir's settings) sending as many ~300-byte messages at the
 //!      same pace, each message's time from `send` to its delivery report (the broker's own
@@ -36,7 +40,98 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
-const BROKERS: &str = "127.0.0.1:9092";
+/// The broker: `WEIR_BENCH_KAFKA` (host:port of a running one, e.g. the shared tansu on
+/// 127.0.0.1:9092), else a tansu the bench starts for the run ([`OwnBroker`]): a fresh one,
+/// which no test run loads at the same time.
+static BROKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn brokers() -> &'static str {
+    BROKER.get().map(String::as_str).unwrap_or("127.0.0.1:9092")
+}
+
+/// Where the bench's own tansu listens.
+const OWN_BROKER: &str = "127.0.0.1:19092";
+
+/// A tansu broker started for this run (`tansu` from ~/.cargo/bin or PATH, installed by
+/// scripts/services.sh) with a fresh SQLite database in a scratch directory (on /dev/shm when
+/// there is one), SIGKILLed and removed when dropped. `WEIR_BENCH_TANSU_STORAGE` overrides the
+/// storage URL. Not `memory://`: tansu 0.6.0's in-memory store loses acknowledged messages
+/// (a plain idempotent producer: 20,000 acknowledged, 17,496 in the partitions).
+struct OwnBroker {
+    child: std::process::Child,
+    dir: PathBuf,
+    storage: String,
+}
+
+impl OwnBroker {
+    fn start() -> Result<OwnBroker> {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let bin = [format!("{home}/.cargo/bin/tansu")]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| "tansu".into());
+        let storage = std::env::var("WEIR_BENCH_TANSU_STORAGE")
+            .unwrap_or_else(|_| "sqlite://tansu.db".into());
+        ensure!(
+            std::net::TcpStream::connect_timeout(&OWN_BROKER.parse()?, Duration::from_millis(300))
+                .is_err(),
+            "something already listens on {OWN_BROKER}; stop it or set WEIR_BENCH_KAFKA"
+        );
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("weir-bench-tansu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("tansu.log"))?;
+        let url = format!("tcp://{OWN_BROKER}");
+        // tansu reads the sqlite URL's path relative to its working directory.
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", &storage])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!("starting {bin} (install it with scripts/services.sh kafka)")
+            })?;
+        let me = OwnBroker {
+            child,
+            dir,
+            storage,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect_timeout(&OWN_BROKER.parse()?, Duration::from_secs(1))
+            .is_err()
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "tansu did not come up on {OWN_BROKER}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 const PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432";
 
 /// Settings of `weir-bench kafka`.
@@ -83,7 +178,7 @@ struct Msg {
 
 fn consumer(extra: &[(&str, &str)]) -> Result<BaseConsumer> {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", BROKERS)
+    c.set("bootstrap.servers", brokers())
         .set(
             "group.id",
             format!("weir-bench-reader-{}", std::process::id()),
@@ -169,9 +264,10 @@ fn write_pipeline(dir: &Path, toml: &str) -> Result<PathBuf> {
 
 fn sink_toml(name: &str) -> String {
     format!(
-        "[[sinks]]\nname = \"events\"\ntype = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+        "[[sinks]]\nname = \"events\"\ntype = \"kafka\"\nbrokers = \"{}\"\n\
          topic = \"{{pipeline}}.{{schema}}.{{table}}\"\ndelivery = \"idempotent\"\n\
-         offsets_topic = \"{name}_offsets\"\n"
+         offsets_topic = \"{name}_offsets\"\n",
+        brokers()
     )
 }
 
@@ -213,7 +309,7 @@ fn weir_once(weir: &Path, dir: &Path, name: &str, events: u64) -> Result<(f64, f
 
 async fn create_topic(topic: &str, parts: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
+        .set("bootstrap.servers", brokers())
         .create()?;
     let opts = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(60)))
@@ -249,7 +345,7 @@ async fn create_topic(topic: &str, parts: i32) -> Result<()> {
 /// The plain producer: the same messages and keys, weir's settings. (seconds, CPU s).
 fn plain(topic: &str, msgs: &[Msg]) -> Result<(f64, f64)> {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", BROKERS)
+    cfg.set("bootstrap.servers", brokers())
         .set("client.id", "weir-bench-plain");
     for (k, v) in PRODUCER {
         cfg.set(k, v);
@@ -447,7 +543,13 @@ async fn latency_measure(
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The watcher: (time since start, messages in the topic), every few milliseconds.
+    // The watcher: (time since start, messages in the topic), every WEIR_BENCH_WATCH_MS.
+    let watch = Duration::from_millis(
+        std::env::var("WEIR_BENCH_WATCH_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    );
     let done = Arc::new(AtomicBool::new(false));
     let latest = Arc::new(AtomicI64::new(0));
     let start = Instant::now();
@@ -460,7 +562,7 @@ async fn latency_measure(
                 let Ok(n) = count(&watcher) else { continue };
                 latest.store(n, Ordering::Relaxed);
                 v.push((start.elapsed().as_secs_f64(), n));
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(watch);
             }
             Ok(v)
         })
@@ -564,7 +666,7 @@ impl ProducerContext for Timer {
 async fn plain_latency(cfg: &KafkaBench, topic: &str) -> Result<()> {
     create_topic(topic, 3).await?;
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", BROKERS)
+    c.set("bootstrap.servers", brokers())
         .set("client.id", "weir-bench-plain-latency");
     for (k, v) in PRODUCER {
         c.set(k, v);
@@ -612,8 +714,29 @@ async fn plain_latency(cfg: &KafkaBench, topic: &str) -> Result<()> {
 
 pub async fn run(cfg: KafkaBench) -> Result<()> {
     let tag = std::process::id();
-    std::net::TcpStream::connect_timeout(&BROKERS.parse()?, Duration::from_secs(3))
-        .with_context(|| format!("no Kafka broker at {BROKERS} (scripts/services.sh kafka)"))?;
+    let _own = match std::env::var("WEIR_BENCH_KAFKA") {
+        Ok(addr) => {
+            let _ = BROKER.set(addr);
+            None
+        }
+        Err(_) => {
+            let own = OwnBroker::start()?;
+            let _ = BROKER.set(OWN_BROKER.to_owned());
+            println!(
+                "broker: a tansu started for this run on {OWN_BROKER}, storage {} in {}",
+                own.storage,
+                own.dir.display()
+            );
+            Some(own)
+        }
+    };
+    std::net::TcpStream::connect_timeout(&brokers().parse()?, Duration::from_secs(3))
+        .with_context(|| {
+            format!(
+                "no Kafka broker at {} (scripts/services.sh kafka)",
+                brokers()
+            )
+        })?;
     let base = std::env::temp_dir().join(format!("weir-bench-kafka-{tag}"));
     std::fs::create_dir_all(&base)?;
     let result = async {
@@ -638,7 +761,8 @@ async fn throughput(cfg: &KafkaBench, base: &Path) -> Result<()> {
     let tag = std::process::id();
     let n = cfg.events;
     println!(
-        "## (h1) {n} events: weir run --once (datagen -> log -> kafka, idempotent) vs a plain rdkafka producer of the same messages, broker {BROKERS}"
+        "## (h1) {n} events: weir run --once (datagen -> log -> kafka, idempotent) vs a plain rdkafka producer of the same messages, broker {}",
+        brokers()
     );
     let msgs = {
         let (weir, dir) = (cfg.weir.clone(), base.join("render"));

@@ -13,6 +13,9 @@
 //! (f) `weir.stages` with a deliberately slow PostgreSQL sink: see `stages.rs`.
 //! (g) PostgreSQL sink drain rate against native logical replication: see `sql.rs`.
 //! (h) Kafka sink against a plain rdkafka producer, and commit → ack latency: see `kafka.rs`.
+//! (i) MySQL sink drain rate against a native MariaDB replica: see `mysql_sql.rs`.
+//! (j) PostgreSQL → PostgreSQL snapshot against a COPY pipe and `pgcopydb clone`: see
+//!     `pg_snapshot.rs`.
 //!
 //! Usage: weir-bench WEIR_BINARY [EVENTS]
 //!        weir-bench pg WEIR_BINARY [STREAM_EVENTS] [SNAPSHOT_ROWS] [ROUNDS]
@@ -20,6 +23,8 @@
 //!        weir-bench stages WEIR_BINARY [EVENTS] [SLEEP_SECONDS]
 //!        weir-bench sql WEIR_BINARY [PGBENCH_TXNS_PER_CLIENT] [BULK_TXNS] [ROUNDS]
 //!        weir-bench kafka WEIR_BINARY [EVENTS] [ROUNDS] [LATENCY_SECONDS] [RATE]
+//!        weir-bench mysql-sql WEIR_BINARY [SYSBENCH_TXNS] [BULK_TXNS] [ROUNDS]
+//!        weir-bench pg-snapshot WEIR_BINARY [SCALE] [WIDE_ROWS] [ROUNDS] [WORKERS]
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -33,7 +38,9 @@ use weir_api::ChangeEvent;
 mod kafka;
 mod measure;
 mod mysql;
+mod mysql_sql;
 mod pg;
+mod pg_snapshot;
 mod sql;
 mod stages;
 
@@ -94,6 +101,42 @@ fn main() -> Result<()> {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         return block_on(sql::run(cfg));
+    }
+    if args.peek().is_some_and(|a| a == "mysql-sql") {
+        args.next();
+        let usage = "usage: weir-bench mysql-sql WEIR_BINARY [SYSBENCH_TXNS] [BULK_TXNS] [ROUNDS]";
+        let weir = PathBuf::from(args.next().context(usage)?);
+        let mut num = |default: u64| arg_or(&mut args, default);
+        let cfg = mysql_sql::MysqlSqlBench {
+            weir,
+            sysbench_txns: num(20_000)?,
+            bulk_txns: num(2000)?,
+            rounds: u32::try_from(num(3)?)?,
+        };
+        println!(
+            "# weir MySQL sink vs a native MariaDB replica ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        return block_on(mysql_sql::run(cfg));
+    }
+    if args.peek().is_some_and(|a| a == "pg-snapshot") {
+        args.next();
+        let usage =
+            "usage: weir-bench pg-snapshot WEIR_BINARY [SCALE] [WIDE_ROWS] [ROUNDS] [WORKERS]";
+        let weir = PathBuf::from(args.next().context(usage)?);
+        let mut num = |default: u64| arg_or(&mut args, default);
+        let cfg = pg_snapshot::PgSnapshotBench {
+            weir,
+            scale: u32::try_from(num(10)?)?,
+            wide_rows: num(200_000)?,
+            rounds: u32::try_from(num(3)?)?,
+            workers: u32::try_from(num(4)?)?,
+        };
+        println!(
+            "# weir PostgreSQL snapshot vs COPY pipe and pgcopydb ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        return block_on(pg_snapshot::run(cfg));
     }
     if args.peek().is_some_and(|a| a == "kafka") {
         args.next();

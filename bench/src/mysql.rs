@@ -137,7 +137,7 @@ fn sql(db: Option<&str>, text: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-fn client_bin() -> &'static str {
+pub(crate) fn client_bin() -> &'static str {
     if Path::new("/usr/bin/mariadb").exists() {
         "mariadb"
     } else {
@@ -145,7 +145,7 @@ fn client_bin() -> &'static str {
     }
 }
 
-fn binlog_bin() -> &'static str {
+pub(crate) fn binlog_bin() -> &'static str {
     if Path::new("/usr/bin/mariadb-binlog").exists() {
         "mariadb-binlog"
     } else {
@@ -154,13 +154,13 @@ fn binlog_bin() -> &'static str {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct FilePos {
-    file: String,
-    pos: u64,
+pub(crate) struct FilePos {
+    pub(crate) file: String,
+    pub(crate) pos: u64,
 }
 
 impl FilePos {
-    fn key(&self) -> (u64, u64) {
+    pub(crate) fn key(&self) -> (u64, u64) {
         let n = self
             .file
             .rsplit_once('.')
@@ -176,7 +176,7 @@ impl std::fmt::Display for FilePos {
     }
 }
 
-fn master_status() -> Result<FilePos> {
+pub(crate) fn master_status() -> Result<FilePos> {
     let out = sql(None, "SHOW MASTER STATUS")?;
     let mut f = out.split('\t');
     let file = f.next().context("SHOW MASTER STATUS: no file")?.trim();

@@ -60,7 +60,7 @@ pub struct SqlBench {
     pub rounds: u32,
 }
 
-async fn connect(port: u16, db: &str) -> Result<Client> {
+pub(crate) async fn connect(port: u16, db: &str) -> Result<Client> {
     let (client, conn) = tokio_postgres::connect(
         &format!("host={HOST} port={port} user=postgres password=postgres dbname={db}"),
         NoTls,
@@ -71,7 +71,7 @@ async fn connect(port: u16, db: &str) -> Result<Client> {
     Ok(client)
 }
 
-fn run_ok(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run_ok(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -86,13 +86,13 @@ fn run_ok(cmd: &mut Command) -> Result<String> {
 }
 
 /// The throwaway target cluster.
-struct Peer {
-    dir: PathBuf,
-    port: u16,
+pub(crate) struct Peer {
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
 }
 
 impl Peer {
-    fn start(base: &Path) -> Result<Peer> {
+    pub(crate) fn start(base: &Path) -> Result<Peer> {
         let port = (5499..5600)
             .find(|p| std::net::TcpListener::bind((HOST, *p)).is_ok())
             .context("no free port for the target cluster")?;
@@ -138,7 +138,7 @@ impl Peer {
         Ok(Peer { dir, port })
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(pg_bin("pg_ctl"))
@@ -532,19 +532,22 @@ async fn weir_run(
     ))
 }
 
-async fn cleanup_source(admin: &Client, db: &str) -> Result<()> {
+/// Drops the bench's source database `db`, its slots, and what earlier runs of the bench
+/// whose names start with `prefix` left behind (killed runs).
+pub(crate) async fn cleanup_source(admin: &Client, db: &str, prefix: &str) -> Result<()> {
+    let like = format!("{prefix}_%");
     admin
         .execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-             WHERE database = $1 OR (slot_name LIKE 'weir_sqlb_%' AND NOT active)",
-            &[&db],
+             WHERE database = $1 OR (slot_name LIKE $2 AND NOT active)",
+            &[&db, &like],
         )
         .await?;
     let stale = admin
         .query(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'weir_sqlb_%' \
+            "SELECT datname FROM pg_database WHERE datname LIKE $1 \
              AND datname NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)",
-            &[],
+            &[&like],
         )
         .await?;
     for r in stale {
@@ -565,7 +568,7 @@ pub async fn run(cfg: SqlBench) -> Result<()> {
         .await
         .context("the shared PostgreSQL (scripts/services.sh postgres)")?;
     let src_db = format!("weir_sqlb_{tag}");
-    cleanup_source(&admin, &src_db).await?;
+    cleanup_source(&admin, &src_db, "weir_sqlb").await?;
     let base = std::env::temp_dir().join(format!("weir-bench-sql-{tag}"));
     std::fs::create_dir_all(&base)?;
     let peer = match Peer::start(&base) {
@@ -587,7 +590,7 @@ pub async fn run(cfg: SqlBench) -> Result<()> {
     };
     let result = bench(&cfg, &ctx, &admin).await;
     ctx.peer.stop();
-    let cleaned = cleanup_source(&admin, &ctx.src_db).await;
+    let cleaned = cleanup_source(&admin, &ctx.src_db, "weir_sqlb").await;
     let _ = std::fs::remove_dir_all(&ctx.base);
     result?;
     cleaned
