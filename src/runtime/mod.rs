@@ -9,6 +9,9 @@
 //!                                  └── sink task (one per sink): read ▶ apply ▶ cursor
 //! ```
 //!
+//! Each sink session reads the log on a thread of its own, one batch ahead of the apply
+//! (`readahead`).
+//!
 //! - The source is acknowledged only up to the log's durable head.
 //! - Each sink reads at its own cursor; a failing sink retries with exponential backoff from
 //!   what its target says it has applied, and never blocks the other sinks.
@@ -21,12 +24,14 @@
 //!   sink has applied it.
 
 pub(crate) mod backoff;
+mod readahead;
 
 pub(crate) use crate::log::now_ms;
 use crate::log::{Cursor, LogError, LogWriter, StagingLog, WriteOp};
 use crate::snapshot::{self, Outcome, SnapshotOptions};
 use async_trait::async_trait;
 use backoff::Backoff;
+use readahead::ReadAhead;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1092,7 +1097,9 @@ async fn sink_session(
     st.last_progress_ms
         .store(now_ms().max(0) as u64, Ordering::Relaxed);
     st.set_state(SinkState::Running);
-    let mut reader = log.reader();
+    let mut reader = ReadAhead::start(log, &spec.name).map_err(|e| {
+        ConnectorError::transient_from("starting the sink's staging log reader thread", e)
+    })?;
     let mut next = committed + 1;
     let mut heads = log.subscribe();
     loop {
@@ -1128,8 +1135,10 @@ async fn sink_session(
                 .store(now_ms().max(0) as u64, Ordering::Relaxed);
             continue;
         }
-        let batch =
-            tokio::task::block_in_place(|| reader.read(next, head, SINK_BATCH)).map_err(log_err)?;
+        let batch = reader.read(next, head, SINK_BATCH).await.map_err(log_err)?;
+        // The next batch is read and decoded on the reader thread while this one is applied.
+        let after = batch.entries.last().map_or(next, |e| e.seq + 1);
+        reader.prefetch(after, heads.borrow().seq, SINK_BATCH);
         let started = Instant::now();
         sink.apply(&batch.entries).await?;
         st.apply_seconds.observe(started.elapsed());
