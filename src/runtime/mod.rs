@@ -746,8 +746,20 @@ async fn source_session(
     // committed since the snapshot's consistent point. (Nothing is in progress here, so
     // the rollback discards nothing.)
     writer.rollback().await?;
-    let mut source = factory.build().await?;
     let resume = log.head().position;
+    if backfill_new && resume.is_none() {
+        // (`backfill_new` is "a snapshot is configured".) A finished snapshot always leaves its position in the head (an empty one too).
+        // Starting without one would start at the source's current end and skip whatever
+        // was committed since the snapshot's consistent point: refuse instead.
+        return Err(ConnectorError::definite(format!(
+            "the snapshot finished but the staging log {} holds no position to stream from; \
+             this is a bug in weir. Nothing was skipped: remove the pipeline's data directory \
+             and run again to start over with a fresh snapshot",
+            log.path().display()
+        ))
+        .into());
+    }
+    let mut source = factory.build().await?;
     source
         .start(resume.as_ref().map(|p| p.stream_position().clone()))
         .await?;
@@ -1362,6 +1374,50 @@ mod tests {
         .await;
         assert!(matches!(result, Err(SessionError::Connector(_))));
         assert_eq!(*starts.lock().unwrap(), vec![Some(stream_from)]);
+        writer.finish().unwrap();
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With a snapshot configured, a stream never starts without the snapshot's position
+    /// (that would start at the source's current end): the session refuses definitely.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_refuses_to_start_without_a_position_after_a_snapshot() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "weir-runtime-unit-nopos-{}-{nanos}",
+            std::process::id()
+        ));
+        let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
+        let mut writer = log.writer(32).unwrap();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let factory = RecordingFactory(Arc::clone(&starts));
+        let stats = Stats::new(std::iter::empty());
+        let (_halt_tx, mut halt) = watch::channel(false);
+        let mut target = None;
+        let result = source_session(
+            &log,
+            &mut writer,
+            &factory,
+            false,
+            &mut target,
+            u64::MAX,
+            true,
+            &stats,
+            &mut halt,
+        )
+        .await;
+        match result {
+            Err(SessionError::Connector(e)) => {
+                assert!(!e.is_transient(), "{e}");
+                assert!(e.to_string().contains("no position to stream from"), "{e}");
+            }
+            _ => panic!("the session did not refuse"),
+        }
+        assert!(starts.lock().unwrap().is_empty(), "the source was started");
         writer.finish().unwrap();
         drop(log);
         let _ = std::fs::remove_dir_all(&dir);
