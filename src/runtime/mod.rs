@@ -748,9 +748,10 @@ async fn source_session(
     writer.rollback().await?;
     let resume = log.head().position;
     if backfill_new && resume.is_none() {
-        // (`backfill_new` is "a snapshot is configured".) A finished snapshot always leaves its position in the head (an empty one too).
-        // Starting without one would start at the source's current end and skip whatever
-        // was committed since the snapshot's consistent point: refuse instead.
+        // (`backfill_new` is "a snapshot is configured".) A finished snapshot always leaves
+        // its position in the head (an empty one too). Starting without one would start at
+        // the source's current end and skip whatever was committed since the snapshot's
+        // consistent point: refuse instead.
         return Err(ConnectorError::definite(format!(
             "the snapshot finished but the staging log {} holds no position to stream from; \
              this is a bug in weir. Nothing was skipped: remove the pipeline's data directory \
