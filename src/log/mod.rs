@@ -636,14 +636,14 @@ impl LogReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use weir_api::{
         ChangeEvent, Column, ColumnType, CommitInfo, DatagenPosition, Op, Row, SourcePosition,
         Value,
     };
 
-    fn schema(cols: usize) -> TableSchema {
+    pub(crate) fn schema(cols: usize) -> TableSchema {
         TableSchema {
             table: TableId::new("s", "t"),
             version: 0,
@@ -662,7 +662,7 @@ mod tests {
         }
     }
 
-    fn change(n: i64, cols: usize) -> ChangeEvent {
+    pub(crate) fn change(n: i64, cols: usize) -> ChangeEvent {
         ChangeEvent {
             table: TableId::new("s", "t"),
             schema_version: 0,
@@ -675,7 +675,7 @@ mod tests {
         }
     }
 
-    fn commit(n: u64) -> WriteOp {
+    pub(crate) fn commit(n: u64) -> WriteOp {
         WriteOp::Commit(CommitInfo {
             position: SourcePosition::Datagen(DatagenPosition { events: n }),
             txid: None,
@@ -684,7 +684,7 @@ mod tests {
         })
     }
 
-    fn temp(tag: &str) -> PathBuf {
+    pub(crate) fn temp(tag: &str) -> PathBuf {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()

@@ -1246,10 +1246,8 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::log::LogOptions;
-    use weir_api::{
-        ChangeEvent, Column, ColumnType, CommitInfo, DatagenPosition, Op, Row, SnapshotPosition,
-        TableId, TableSchema, Value,
-    };
+    use crate::log::tests::{schema, temp};
+    use weir_api::{ChangeEvent, CommitInfo, DatagenPosition, Op, Row, SnapshotPosition, Value};
 
     /// Records where it is asked to start, then fails definitely (ending the session).
     struct RecordingFactory(Arc<Mutex<Vec<Option<SourcePosition>>>>);
@@ -1295,37 +1293,12 @@ mod tests {
     /// end, losing every transaction committed in between (seen with MariaDB under sysbench).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_stream_starts_at_the_snapshot_point_even_before_the_snapshot_is_durable() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "weir-runtime-unit-handoff-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir = temp("handoff");
         let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
         let mut writer = log.writer(32).unwrap();
-        let table = TableId::new("s", "t");
         let cols = 8;
-        writer
-            .send(WriteOp::Schema(TableSchema {
-                table: table.clone(),
-                version: 0,
-                columns: (0..cols)
-                    .map(|i| Column {
-                        name: format!("c{i}"),
-                        ty: ColumnType::Int {
-                            bits: 64,
-                            unsigned: false,
-                        },
-                        source_type: "bigint".into(),
-                        nullable: false,
-                    })
-                    .collect(),
-                primary_key: vec![0],
-            }))
-            .await
-            .unwrap();
+        let table = schema(cols).table;
+        writer.send(WriteOp::Schema(schema(cols))).await.unwrap();
         // The stream position the snapshot is consistent with.
         let stream_from = SourcePosition::Datagen(DatagenPosition { events: 7 });
         let mut pos = SnapshotPosition::start(stream_from.clone(), 1);
@@ -1384,14 +1357,7 @@ mod tests {
     /// (that would start at the source's current end): the session refuses definitely.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_stream_refuses_to_start_without_a_position_after_a_snapshot() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "weir-runtime-unit-nopos-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir = temp("nopos");
         let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
         let mut writer = log.writer(32).unwrap();
         let starts = Arc::new(Mutex::new(Vec::new()));

@@ -114,11 +114,9 @@ impl Drop for ReadAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::tests::{change, commit, schema, temp};
     use crate::log::{LogOptions, WriteOp};
-    use weir_api::{
-        ChangeEvent, Column, ColumnType, CommitInfo, DatagenPosition, Entry, Op, Row,
-        SourcePosition, TableId, TableSchema, Value,
-    };
+    use weir_api::Entry;
 
     fn seqs(batch: &ReadBatch) -> Vec<u64> {
         batch.entries.iter().map(|e| e.seq).collect()
@@ -128,57 +126,13 @@ mod tests {
     /// its thread ends (releasing the log) when it is dropped.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_ahead_and_answers_any_position() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "weir-readahead-unit-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir = temp("readahead");
         let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
         let mut writer = log.writer(32).unwrap();
-        let table = TableId::new("s", "t");
-        writer
-            .send(WriteOp::Schema(TableSchema {
-                table: table.clone(),
-                version: 0,
-                columns: vec![Column {
-                    name: "id".into(),
-                    ty: ColumnType::Int {
-                        bits: 64,
-                        unsigned: false,
-                    },
-                    source_type: "bigint".into(),
-                    nullable: false,
-                }],
-                primary_key: vec![0],
-            }))
-            .await
-            .unwrap();
-        let position = SourcePosition::Datagen(DatagenPosition { events: 1 });
-        let events = (0..99)
-            .map(|n| ChangeEvent {
-                table: table.clone(),
-                schema_version: 0,
-                op: Op::Insert,
-                before: None,
-                after: Some(Row(vec![Value::Int(n)])),
-                position: position.clone(),
-                txid: None,
-                ts_ms: 0,
-            })
-            .collect();
+        writer.send(WriteOp::Schema(schema(1))).await.unwrap();
+        let events = (0..99).map(|n| change(n, 1)).collect();
         writer.send(WriteOp::Changes(events)).await.unwrap();
-        writer
-            .send(WriteOp::Commit(CommitInfo {
-                position,
-                txid: None,
-                ts_ms: 0,
-                events: 99,
-            }))
-            .await
-            .unwrap();
+        writer.send(commit(99)).await.unwrap();
         writer.rollback().await.unwrap(); // a barrier: everything above is durable
         let head = log.head().seq;
         assert_eq!(head, 101, "schema, 99 changes, commit");
