@@ -34,7 +34,7 @@ use record::{DecodeError, Stored};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
@@ -445,8 +445,10 @@ impl StagingLog {
     }
 
     /// Latest schema of every table (for the writer).
-    pub(crate) fn latest_schemas(&self) -> Result<HashMap<TableId, TableSchema>, LogError> {
-        let mut out: HashMap<TableId, TableSchema> = HashMap::new();
+    pub(crate) fn latest_schemas(
+        &self,
+    ) -> Result<weir_api::FastMap<TableId, TableSchema>, LogError> {
+        let mut out = weir_api::FastMap::<TableId, TableSchema>::new();
         for (_, v) in self.scan_meta(SCHEMA_PREFIX)? {
             let s: TableSchema = record::decode(&v).map_err(|e| self.decode_err(0, e))?;
             match out.get(&s.table) {
@@ -477,7 +479,7 @@ impl StagingLog {
     pub fn reader(self: &Arc<Self>) -> LogReader {
         LogReader {
             log: Arc::clone(self),
-            schemas: HashMap::new(),
+            schemas: weir_api::FastMap::new(),
         }
     }
 
@@ -512,7 +514,7 @@ impl StagingLog {
 /// Reads visible records in order, resolving each change's schema version.
 pub struct LogReader {
     log: Arc<StagingLog>,
-    schemas: HashMap<TableId, BTreeMap<u32, Arc<TableSchema>>>,
+    schemas: weir_api::FastMap<TableId, BTreeMap<u32, Arc<TableSchema>>>,
 }
 
 impl LogReader {

@@ -13,7 +13,6 @@ use super::record::{self, Head, Stored};
 use super::{EVENTS, HEAD_KEY, LogError, META, SNAPSHOT_PLAN_KEY, StagingLog};
 use crate::runtime::StageStats;
 use rocksdb::WriteBatch;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -73,7 +72,7 @@ pub struct LogWriter {
     next_seq: u64,
     bytes_total: u64,
     /// Latest schema per table, including versions of the transaction in progress.
-    schemas: HashMap<TableId, TableSchema>,
+    schemas: weir_api::FastMap<TableId, TableSchema>,
     /// Versions introduced by the transaction in progress, with what they replaced; written
     /// to the metadata only with its commit, restored on rollback.
     pending_schemas: Vec<(TableSchema, Option<TableSchema>)>,

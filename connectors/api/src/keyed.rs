@@ -1,8 +1,8 @@
 //! Per-key reduction of a batch, for SQL sinks: each key's final state in first-seen order,
 //! with unchanged (TOAST) cells filled in from earlier images of the same key.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::{BuildHasher, Hash};
 
 /// A target cell that may stand for "the source did not send this value".
 pub trait MaybeUnchanged: Clone {
@@ -33,70 +33,92 @@ pub struct PendingOp<K, C> {
 }
 
 /// Changes of one table reduced per key.
+///
+/// The index holds positions into `ops` and hashes through them, so a key is stored once
+/// (never cloned). The hasher is foldhash with a per-process random seed.
 #[derive(Debug)]
 pub struct KeyedChanges<K, C> {
-    index: HashMap<K, usize>,
+    index: HashTable<usize>,
+    hasher: DefaultHashBuilder,
     ops: Vec<PendingOp<K, C>>,
 }
 
 impl<K, C> Default for KeyedChanges<K, C> {
     fn default() -> Self {
         KeyedChanges {
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             ops: Vec::new(),
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, C: MaybeUnchanged> KeyedChanges<K, C> {
+impl<K: Hash + Eq, C: MaybeUnchanged> KeyedChanges<K, C> {
+    /// Position of `key` in `ops`, with its hash.
+    fn find(&self, key: &K) -> (u64, Option<usize>) {
+        let hash = self.hasher.hash_one(key);
+        let ops = &self.ops;
+        let at = self.index.find(hash, |&i| ops[i].key == *key).copied();
+        (hash, at)
+    }
+
+    /// Appends a new key's state.
+    fn push(&mut self, hash: u64, op: PendingOp<K, C>) {
+        let (ops, hasher) = (&self.ops, &self.hasher);
+        self.index
+            .insert_unique(hash, ops.len(), |&i| hasher.hash_one(&ops[i].key));
+        self.ops.push(op);
+    }
+
     /// `key` now holds `cells` (an insert, update or snapshot read when `read`).
     pub fn upsert(&mut self, key: K, mut cells: Vec<C>, read: bool) {
-        match self.index.get(&key).and_then(|&i| self.ops.get_mut(i)) {
-            Some(op) => {
+        match self.find(&key) {
+            (_, Some(i)) => {
+                let op = &mut self.ops[i];
                 if let Some(img) = &op.image {
                     fill_unchanged(&mut cells, img);
                 }
                 op.image = Some(cells);
                 op.read &= read;
             }
-            None => {
-                self.index.insert(key.clone(), self.ops.len());
-                self.ops.push(PendingOp {
+            (hash, None) => self.push(
+                hash,
+                PendingOp {
                     key,
                     delete: false,
                     image: Some(cells),
                     read,
-                });
-            }
+                },
+            ),
         }
     }
 
     /// `key` is deleted.
     pub fn delete(&mut self, key: K) {
-        match self.index.get(&key).and_then(|&i| self.ops.get_mut(i)) {
-            Some(op) => {
+        match self.find(&key) {
+            (_, Some(i)) => {
+                let op = &mut self.ops[i];
                 op.delete = true;
                 op.image = None;
                 op.read = false;
             }
-            None => {
-                self.index.insert(key.clone(), self.ops.len());
-                self.ops.push(PendingOp {
+            (hash, None) => self.push(
+                hash,
+                PendingOp {
                     key,
                     delete: true,
                     image: None,
                     read: false,
-                });
-            }
+                },
+            ),
         }
     }
 
     /// The buffered row image of `key`, if any.
     pub fn image(&self, key: &K) -> Option<&[C]> {
-        self.index
-            .get(key)
-            .and_then(|&i| self.ops.get(i))
-            .and_then(|op| op.image.as_deref())
+        self.find(key)
+            .1
+            .and_then(|i| self.ops[i].image.as_deref())
     }
 
     /// Takes every key's final state, in first-seen order, leaving the buffer empty.

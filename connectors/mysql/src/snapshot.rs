@@ -688,6 +688,18 @@ pub(crate) async fn selected_tables(
         )
         .await
         .map_err(|e| snap_error("listing the tables", &cfg.url, e))?;
+    for entry in &cfg.tables {
+        if !rows
+            .iter()
+            .any(|(d, t)| crate::config::glob_match(entry, &format!("{d}.{t}")))
+        {
+            tracing::warn!(
+                "mysql source: the `tables` entry {entry:?} matches no table (names are \
+                 database.table); its tables are not snapshotted, and their changes stream only \
+                 if such a table is created later; fix the entry if it is a typo"
+            );
+        }
+    }
     Ok(rows
         .into_iter()
         .filter(|(d, t)| cfg.selects(d, t))

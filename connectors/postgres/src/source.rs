@@ -310,6 +310,8 @@ pub struct PostgresSource {
     stream: Option<ReplicationStream>,
     decoder: Decoder,
     nullable: HashMap<(String, String, String), bool>,
+    /// `tables` entries already reported as matching no table.
+    unmatched_warned: std::collections::HashSet<String>,
     /// Domain type oid → (base type oid, base typmod), to decode domains as their base type.
     domains: Domains,
     relations: HashMap<u32, Rel>,
@@ -431,6 +433,7 @@ impl PostgresSource {
             stream: None,
             decoder: Decoder::new(1).expect("protocol 1 is supported"),
             nullable: HashMap::new(),
+            unmatched_warned: Default::default(),
             domains: HashMap::new(),
             relations: HashMap::new(),
             txn: None,
@@ -757,6 +760,15 @@ impl PostgresSource {
                 tables, exclude
             )));
         }
+        let unmatched: Vec<String> = tables
+            .iter()
+            .filter(|entry| {
+                !rows.iter().any(|r| {
+                    glob_match(entry, &format!("{}.{}", r.get::<_, &str>(0), r.get::<_, &str>(1)))
+                })
+            })
+            .cloned()
+            .collect();
         let rows = client
             .query(
                 "SELECT table_schema::text, table_name::text, column_name::text, \
@@ -771,6 +783,15 @@ impl PostgresSource {
             .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
             .collect();
         self.domains = domains;
+        for entry in unmatched {
+            if self.unmatched_warned.insert(entry.clone()) {
+                tracing::warn!(
+                    "postgres source: the `tables` entry {entry:?} matches no table (names are \
+                     schema.table, case-sensitive); it is not replicated until such a table is \
+                     created while weir streams; fix the entry if it is a typo"
+                );
+            }
+        }
         Ok(selected)
     }
 

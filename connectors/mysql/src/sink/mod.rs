@@ -384,7 +384,7 @@ pub struct MysqlSink {
     /// The open target transaction holds (or has buffered) rows.
     txn_data: bool,
     broken: bool,
-    tables: HashMap<TableId, TableState>,
+    tables: weir_api::FastMap<TableId, TableState>,
     targets: HashMap<(String, String), TableId>,
     dbs_ready: HashSet<String>,
     rows: usize,
@@ -443,7 +443,7 @@ impl MysqlSink {
             in_txn: false,
             txn_data: false,
             broken: false,
-            tables: HashMap::new(),
+            tables: weir_api::FastMap::new(),
             targets: HashMap::new(),
             dbs_ready: HashSet::new(),
             rows: 0,

@@ -433,7 +433,7 @@ pub struct PostgresSink {
     high: Option<u64>,
     in_txn: bool,
     broken: bool,
-    tables: HashMap<TableId, TableState>,
+    tables: weir_api::FastMap<TableId, TableState>,
     /// Target (schema, table) → source table, to refuse two tables writing one.
     targets: HashMap<(String, String), TableId>,
     schemas_ready: HashSet<String>,
@@ -514,7 +514,7 @@ impl PostgresSink {
             high: None,
             in_txn: false,
             broken: false,
-            tables: HashMap::new(),
+            tables: weir_api::FastMap::new(),
             targets: HashMap::new(),
             schemas_ready: HashSet::new(),
             rows: 0,
