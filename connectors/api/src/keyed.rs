@@ -116,9 +116,7 @@ impl<K: Hash + Eq, C: MaybeUnchanged> KeyedChanges<K, C> {
 
     /// The buffered row image of `key`, if any.
     pub fn image(&self, key: &K) -> Option<&[C]> {
-        self.find(key)
-            .1
-            .and_then(|i| self.ops[i].image.as_deref())
+        self.find(key).1.and_then(|i| self.ops[i].image.as_deref())
     }
 
     /// Takes every key's final state, in first-seen order, leaving the buffer empty.

@@ -764,7 +764,10 @@ impl PostgresSource {
             .iter()
             .filter(|entry| {
                 !rows.iter().any(|r| {
-                    glob_match(entry, &format!("{}.{}", r.get::<_, &str>(0), r.get::<_, &str>(1)))
+                    glob_match(
+                        entry,
+                        &format!("{}.{}", r.get::<_, &str>(0), r.get::<_, &str>(1)),
+                    )
                 })
             })
             .cloned()

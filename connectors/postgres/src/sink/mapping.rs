@@ -8,17 +8,44 @@
 //! reach the column exactly as the source had them, and a value the column cannot hold is
 //! rejected by the server (never silently changed).
 
-use weir_api::{Column, ColumnType, Date, Time, Timestamp, Value};
+use weir_api::{Column, ColumnType, Date, Timestamp, Value};
 
 /// One value as the sink sends it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Cell {
     /// PostgreSQL unchanged TOAST: leave the target column as it is.
     Unchanged,
     /// SQL NULL.
     Null,
-    /// The PostgreSQL text form.
+    /// A short PostgreSQL text form (numbers, booleans, dates, timestamps, short text), held
+    /// inline: no allocation per value on the hot path.
+    Short(ShortText),
+    /// A longer PostgreSQL text form.
     Text(String),
+}
+
+/// Text of at most [`ShortText::CAP`] bytes, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ShortText {
+    len: u8,
+    buf: [u8; ShortText::CAP],
+}
+
+impl ShortText {
+    /// Longest text held inline (a `timestamptz` with microseconds is 32 bytes).
+    pub(crate) const CAP: usize = 38;
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ever filled from a whole `&str`, so this cannot fail.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for ShortText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl weir_api::keyed::MaybeUnchanged for Cell {
@@ -28,9 +55,24 @@ impl weir_api::keyed::MaybeUnchanged for Cell {
 }
 
 impl Cell {
+    /// The cell of a text form: inline when short. Equal texts always give equal cells.
+    pub(crate) fn text(s: &str) -> Cell {
+        if s.len() <= ShortText::CAP {
+            let mut buf = [0u8; ShortText::CAP];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Cell::Short(ShortText {
+                len: s.len() as u8,
+                buf,
+            })
+        } else {
+            Cell::Text(s.to_string())
+        }
+    }
+
     /// The text, `None` for NULL (and for `Unchanged`, which callers exclude first).
     pub(crate) fn as_param(&self) -> Option<&str> {
         match self {
+            Cell::Short(s) => Some(s.as_str()),
             Cell::Text(s) => Some(s),
             _ => None,
         }
@@ -39,8 +81,8 @@ impl Cell {
     /// Approximate heap size, for the sink's memory bound.
     pub(crate) fn size(&self) -> usize {
         match self {
-            Cell::Text(s) => s.len() + 24,
-            _ => 24,
+            Cell::Text(s) => s.len() + 40,
+            _ => 40,
         }
     }
 }
@@ -53,102 +95,115 @@ pub(crate) struct Conversion {
 }
 
 /// The text form of `v`; MySQL zero dates become [`Cell::Null`] (counted in `conv`).
-pub(crate) fn cell(v: &Value, conv: &mut Conversion) -> Result<Cell, String> {
+/// `scratch` is working space, reused across calls.
+pub(crate) fn cell(v: &Value, conv: &mut Conversion, scratch: &mut String) -> Result<Cell, String> {
     Ok(match v {
         Value::Unchanged => Cell::Unchanged,
         Value::Null => Cell::Null,
-        other => match text(other, conv)? {
-            Some(s) => Cell::Text(s),
-            None => Cell::Null,
-        },
+        Value::Decimal(s) | Value::Text(s) | Value::Bits(s) | Value::Json(s) | Value::Other(s) => {
+            check_nul(s)?;
+            Cell::text(s)
+        }
+        other => {
+            scratch.clear();
+            if text(other, conv, scratch)? {
+                Cell::text(scratch)
+            } else {
+                Cell::Null
+            }
+        }
     })
 }
 
-/// The text of a non-null value; `None` for a zero date.
-fn text(v: &Value, conv: &mut Conversion) -> Result<Option<String>, String> {
-    Ok(Some(match v {
-        Value::Null => return Ok(None),
+fn check_nul(s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err("the text contains a NUL character, which PostgreSQL text cannot hold".into());
+    }
+    Ok(())
+}
+
+/// Appends the text of a non-null value to `out`; `false` (nothing appended) for a zero date.
+fn text(v: &Value, conv: &mut Conversion, out: &mut String) -> Result<bool, String> {
+    let zero_date = |conv: &mut Conversion| {
+        conv.zero_dates += 1;
+        Ok(false)
+    };
+    match v {
+        Value::Null => return Ok(false),
         Value::Unchanged => {
             return Err("an unchanged (TOAST) value inside an array or key".into());
         }
-        Value::Bool(b) => if *b { "t" } else { "f" }.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::UInt(u) => u.to_string(),
-        Value::Float32(f) => float_text(f64::from(*f), format!("{f:?}")),
-        Value::Float64(f) => float_text(*f, format!("{f:?}")),
+        Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+        Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+        Value::UInt(u) => out.push_str(itoa::Buffer::new().format(*u)),
+        Value::Float32(f) => push_float(out, f64::from(*f), |out| {
+            use std::fmt::Write;
+            let _ = write!(out, "{f:?}");
+        }),
+        Value::Float64(f) => push_float(out, *f, |out| {
+            use std::fmt::Write;
+            let _ = write!(out, "{f:?}");
+        }),
         Value::Decimal(s) | Value::Text(s) | Value::Bits(s) | Value::Json(s) | Value::Other(s) => {
-            if s.contains('\0') {
-                return Err(
-                    "the text contains a NUL character, which PostgreSQL text cannot hold".into(),
-                );
-            }
-            s.clone()
+            check_nul(s)?;
+            out.push_str(s);
         }
         Value::Bytes(b) => {
-            let mut s = String::with_capacity(2 + 2 * b.len());
-            s.push_str("\\x");
+            out.reserve(2 + 2 * b.len());
+            out.push_str("\\x");
             for byte in b {
-                s.push(hex_digit(byte >> 4));
-                s.push(hex_digit(byte & 0xf));
+                out.push(hex_digit(byte >> 4));
+                out.push(hex_digit(byte & 0xf));
             }
-            s
         }
-        Value::Date(d) => match date_text(*d) {
-            Some(s) => s,
-            None => {
-                conv.zero_dates += 1;
-                return Ok(None);
+        Value::Date(d) => match push_date(out, *d) {
+            Some(bc) => {
+                if bc {
+                    out.push_str(" BC");
+                }
             }
+            None => return zero_date(conv),
         },
-        Value::Time(t) => time_text(*t),
-        Value::Timestamp(ts) => match timestamp_text(*ts, false) {
-            Some(s) => s,
-            None => {
-                conv.zero_dates += 1;
-                return Ok(None);
+        Value::Time(t) => push_time(out, t.micros),
+        Value::Timestamp(ts) => {
+            if !push_timestamp(out, *ts, false) {
+                return zero_date(conv);
             }
-        },
-        Value::TimestampTz(ts) => match timestamp_text(*ts, true) {
-            Some(s) => s,
-            None => {
-                conv.zero_dates += 1;
-                return Ok(None);
+        }
+        Value::TimestampTz(ts) => {
+            if !push_timestamp(out, *ts, true) {
+                return zero_date(conv);
             }
-        },
+        }
         Value::Uuid(b) => {
-            let mut s = String::with_capacity(36);
             for (i, byte) in b.iter().enumerate() {
                 if matches!(i, 4 | 6 | 8 | 10) {
-                    s.push('-');
+                    out.push('-');
                 }
-                s.push(hex_digit(byte >> 4));
-                s.push(hex_digit(byte & 0xf));
+                out.push(hex_digit(byte >> 4));
+                out.push(hex_digit(byte & 0xf));
             }
-            s
         }
-        Value::Array(items) => {
-            let mut s = String::new();
-            array_text(items, conv, &mut s)?;
-            s
-        }
-    }))
+        Value::Array(items) => array_text(items, conv, out)?,
+    }
+    Ok(true)
 }
 
 fn hex_digit(n: u8) -> char {
     char::from_digit(u32::from(n & 0xf), 16).unwrap_or('0')
 }
 
-/// Rust's `Debug` form is the shortest that round-trips (`0.1`, `1e300`); PostgreSQL's
-/// `float4in`/`float8in` parse it to the same value.
-fn float_text(f: f64, debug: String) -> String {
+/// Rust's `Debug` form (written by `debug`) is the shortest that round-trips (`0.1`,
+/// `1e300`); PostgreSQL's `float4in`/`float8in` parse it to the same value.
+fn push_float(out: &mut String, f: f64, debug: impl FnOnce(&mut String)) {
     if f.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if f == f64::INFINITY {
-        "Infinity".into()
+        out.push_str("Infinity");
     } else if f == f64::NEG_INFINITY {
-        "-Infinity".into()
+        out.push_str("-Infinity");
     } else {
-        debug
+        debug(out);
     }
 }
 
@@ -162,9 +217,9 @@ fn array_text(items: &[Value], conv: &mut Conversion, out: &mut String) -> Resul
         }
         match item {
             Value::Array(inner) => array_text(inner, conv, out)?,
-            v => match text(v, conv)? {
-                None => out.push_str("NULL"),
-                Some(s) => {
+            v => {
+                let mut s = String::new();
+                if text(v, conv, &mut s)? {
                     out.push('"');
                     for c in s.chars() {
                         if c == '"' || c == '\\' {
@@ -173,8 +228,10 @@ fn array_text(items: &[Value], conv: &mut Conversion, out: &mut String) -> Resul
                         out.push(c);
                     }
                     out.push('"');
+                } else {
+                    out.push_str("NULL");
                 }
-            },
+            }
         }
     }
     out.push('}');
@@ -228,15 +285,6 @@ fn push_date(out: &mut String, d: Date) -> Option<bool> {
     Some(bc)
 }
 
-/// `YYYY-MM-DD` (with ` BC` for years ≤ 0), `infinity`, `-infinity`; `None` for a zero date.
-fn date_text(d: Date) -> Option<String> {
-    let mut s = String::with_capacity(16);
-    if push_date(&mut s, d)? {
-        s.push_str(" BC");
-    }
-    Some(s)
-}
-
 /// Appends `[-]HH:MM:SS.ffffff` (hours may exceed 24): what `Time`'s `Display` writes.
 fn push_time(out: &mut String, micros: i64) {
     if micros < 0 {
@@ -253,29 +301,24 @@ fn push_time(out: &mut String, micros: i64) {
     push_padded(out, t % 1_000_000, 6);
 }
 
-/// `HH:MM:SS.ffffff`; a MySQL duration outside 0..=24h keeps its sign and hours (PostgreSQL
-/// `time` rejects it, and the error names the column).
-fn time_text(t: Time) -> String {
-    let mut s = String::with_capacity(16);
-    push_time(&mut s, t.micros);
-    s
-}
-
-fn timestamp_text(ts: Timestamp, tz: bool) -> Option<String> {
+/// Appends a timestamp (`YYYY-MM-DD HH:MM:SS.ffffff[+00][ BC]`, or `infinity`/`-infinity`);
+/// `false` (nothing appended) for a zero date.
+fn push_timestamp(out: &mut String, ts: Timestamp, tz: bool) -> bool {
+    let Some(bc) = push_date(out, ts.date) else {
+        return false;
+    };
     if ts.date.is_infinite() {
-        return date_text(ts.date);
+        return true;
     }
-    let mut s = String::with_capacity(36);
-    let bc = push_date(&mut s, ts.date)?;
-    s.push(' ');
-    push_time(&mut s, ts.micros as i64);
+    out.push(' ');
+    push_time(out, ts.micros as i64);
     if tz {
-        s.push_str("+00");
+        out.push_str("+00");
     }
     if bc {
-        s.push_str(" BC");
+        out.push_str(" BC");
     }
-    Some(s)
+    true
 }
 
 /// Escapes a text value for a text-format COPY field.
@@ -478,7 +521,8 @@ mod tests {
     use weir_api::{Date, Time, Timestamp};
 
     fn t(v: Value) -> Option<String> {
-        match cell(&v, &mut Conversion::default()).expect("converts") {
+        match cell(&v, &mut Conversion::default(), &mut String::new()).expect("converts") {
+            Cell::Short(s) => Some(s.as_str().to_string()),
             Cell::Text(s) => Some(s),
             Cell::Null => None,
             Cell::Unchanged => Some("<unchanged>".into()),
@@ -501,7 +545,7 @@ mod tests {
                 (i64::from(y), false)
             };
             let expect = format!("{year:04}-{m:02}-{d:02}{}", if bc { " BC" } else { "" });
-            assert_eq!(date_text(date).as_deref(), Some(expect.as_str()));
+            assert_eq!(t(Value::Date(date)).as_deref(), Some(expect.as_str()));
             for micros in [0u64, 1, 999_999, 45_296_000_001, 86_399_999_999] {
                 let time = Time {
                     micros: micros as i64,
@@ -511,7 +555,7 @@ mod tests {
                     if bc { " BC" } else { "" }
                 );
                 let ts = Timestamp { date, micros };
-                assert_eq!(timestamp_text(ts, true).as_deref(), Some(expect.as_str()));
+                assert_eq!(t(Value::TimestampTz(ts)).as_deref(), Some(expect.as_str()));
             }
         }
         for micros in [
@@ -522,20 +566,63 @@ mod tests {
             -3_020_399_999_999,
             86_400_000_000,
         ] {
-            let t = Time { micros };
-            assert_eq!(time_text(t), t.to_string());
+            let tm = Time { micros };
+            assert_eq!(t(Value::Time(tm)), Some(tm.to_string()));
         }
-        assert_eq!(date_text(Date::INFINITY).as_deref(), Some("infinity"));
+        assert_eq!(t(Value::Date(Date::INFINITY)).as_deref(), Some("infinity"));
         assert_eq!(
-            timestamp_text(
-                Timestamp {
-                    date: Date::NEG_INFINITY,
-                    micros: 0
-                },
-                false
-            )
+            t(Value::Timestamp(Timestamp {
+                date: Date::NEG_INFINITY,
+                micros: 0
+            }))
             .as_deref(),
             Some("-infinity")
+        );
+    }
+
+    #[test]
+    fn short_and_long_texts_round_trip_and_compare_by_text() {
+        let mut scratch = String::new();
+        for len in [
+            0,
+            1,
+            ShortText::CAP - 1,
+            ShortText::CAP,
+            ShortText::CAP + 1,
+            200,
+        ] {
+            // 4-byte characters too: the inline buffer holds whole UTF-8 sequences.
+            for unit in ["x", "😀"] {
+                let text: String = unit.repeat(len / unit.len());
+                let c = cell(
+                    &Value::Text(text.clone()),
+                    &mut Conversion::default(),
+                    &mut scratch,
+                )
+                .expect("converts");
+                assert_eq!(c.as_param(), Some(text.as_str()));
+                assert_eq!(matches!(c, Cell::Short(_)), text.len() <= ShortText::CAP);
+                assert_eq!(c, Cell::text(&text));
+                assert_ne!(c, Cell::text(&format!("{text}y")));
+            }
+        }
+        let big = cell(
+            &Value::Int(i64::MIN),
+            &mut Conversion::default(),
+            &mut scratch,
+        );
+        assert_eq!(
+            big.expect("converts").as_param(),
+            Some("-9223372036854775808")
+        );
+        let u = cell(
+            &Value::UInt(u64::MAX),
+            &mut Conversion::default(),
+            &mut scratch,
+        );
+        assert_eq!(
+            u.expect("converts").as_param(),
+            Some("18446744073709551615")
         );
     }
 
@@ -574,7 +661,14 @@ mod tests {
             .as_deref(),
             Some(r#"{{"a\"b\\",NULL},{"{,}","1"}}"#)
         );
-        assert!(cell(&Value::Text("a\0b".into()), &mut Conversion::default()).is_err());
+        assert!(
+            cell(
+                &Value::Text("a\0b".into()),
+                &mut Conversion::default(),
+                &mut String::new()
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -366,6 +366,7 @@ impl Conn {
                     buf.push(b'\t');
                 }
                 match cell {
+                    Cell::Short(s) => mapping::copy_escape(s.as_str(), &mut buf),
                     Cell::Text(s) => mapping::copy_escape(s, &mut buf),
                     Cell::Null | Cell::Unchanged => buf.extend_from_slice(b"\\N"),
                 }
@@ -404,7 +405,7 @@ struct TableState {
     /// Per source column.
     cols: Vec<TargetCol>,
     /// Keyed tables: each key's final state.
-    changes: KeyedChanges<Vec<Option<String>>, Cell>,
+    changes: KeyedChanges<Vec<Cell>, Cell>,
     /// Keyless tables: rows to insert.
     inserts: Vec<Vec<Cell>>,
     /// Rows and approximate bytes buffered.
@@ -440,6 +441,8 @@ pub struct PostgresSink {
     rows: usize,
     bytes: usize,
     warned: HashSet<(TableId, String)>,
+    /// Working space for value → text conversion.
+    scratch: String,
     stage_seq: u64,
 }
 
@@ -520,6 +523,7 @@ impl PostgresSink {
             rows: 0,
             bytes: 0,
             warned: HashSet::new(),
+            scratch: String::new(),
             stage_seq: 0,
             ctx,
         };
@@ -997,7 +1001,7 @@ impl PostgresSink {
         let mut out = Vec::with_capacity(row.0.len());
         for (v, col) in row.0.iter().zip(&schema.columns) {
             let mut conv = Conversion::default();
-            let c = mapping::cell(v, &mut conv).map_err(|e| {
+            let c = mapping::cell(v, &mut conv, &mut self.scratch).map_err(|e| {
                 ConnectorError::definite(format!(
                     "{}: table {} column {:?}: {e}; PostgreSQL cannot store this value, change \
                      it at the source or exclude the table",
@@ -1021,12 +1025,12 @@ impl PostgresSink {
         Ok(out)
     }
 
-    fn key_of(&self, schema: &TableSchema, cells: &[Cell]) -> Result<Vec<Option<String>>> {
+    fn key_of(&self, schema: &TableSchema, cells: &[Cell]) -> Result<Vec<Cell>> {
         schema
             .primary_key
             .iter()
             .map(|&i| match cells.get(i) {
-                Some(Cell::Text(s)) => Ok(Some(s.clone())),
+                Some(c @ (Cell::Short(_) | Cell::Text(_))) => Ok(c.clone()),
                 _ => Err(ConnectorError::definite(format!(
                     "{}: a change to {} has no value for key column {:?}; the source must send \
                      the key of every changed row",
@@ -1135,10 +1139,7 @@ impl PostgresSink {
                     return self.keyless_delete(&schema.table, &old).await;
                 }
                 let key = self.key_of(schema, &old)?;
-                let size = key
-                    .iter()
-                    .map(|k| k.as_ref().map_or(24, |s| s.len() + 24))
-                    .sum();
+                let size = key.iter().map(Cell::size).sum();
                 self.state(&schema.table)?.changes.delete(key);
                 self.account(&schema.table, size)?;
             }
@@ -1219,8 +1220,7 @@ impl PostgresSink {
             return Ok(());
         }
         // 1. Deletes (also of keys inserted again afterwards).
-        let deletes: Vec<&Vec<Option<String>>> =
-            ops.iter().filter(|o| o.delete).map(|o| &o.key).collect();
+        let deletes: Vec<&Vec<Cell>> = ops.iter().filter(|o| o.delete).map(|o| &o.key).collect();
         if !deletes.is_empty() {
             st.copy_direct = Some(false);
             self.delete_keys(st, &deletes).await?;
@@ -1284,7 +1284,7 @@ impl PostgresSink {
             .collect()
     }
 
-    async fn delete_keys(&mut self, st: &TableState, keys: &[&Vec<Option<String>>]) -> Result<()> {
+    async fn delete_keys(&mut self, st: &TableState, keys: &[&Vec<Cell>]) -> Result<()> {
         let key = &st.schema.primary_key;
         let mut cond = Vec::with_capacity(key.len());
         for (j, &i) in key.iter().enumerate() {
@@ -1300,7 +1300,7 @@ impl PostgresSink {
         let arrays: Vec<Vec<Option<&str>>> = (0..key.len())
             .map(|j| {
                 keys.iter()
-                    .map(|k| k.get(j).and_then(|v| v.as_deref()))
+                    .map(|k| k.get(j).and_then(Cell::as_param))
                     .collect()
             })
             .collect();
@@ -1639,12 +1639,7 @@ impl PostgresSink {
 
     /// An update that changes the key while some columns are unchanged TOAST: one UPDATE
     /// that moves the row and leaves those columns alone.
-    async fn move_row(
-        &mut self,
-        t: &TableId,
-        old_key: &[Option<String>],
-        new: &[Cell],
-    ) -> Result<()> {
+    async fn move_row(&mut self, t: &TableId, old_key: &[Cell], new: &[Cell]) -> Result<()> {
         let st = self
             .tables
             .remove(t)
@@ -1666,7 +1661,7 @@ impl PostgresSink {
         let mut cond = Vec::new();
         for (&i, v) in st.schema.primary_key.iter().zip(old_key) {
             if let Some(c) = st.cols.get(i) {
-                params.push(v.clone());
+                params.push(v.as_param().map(str::to_string));
                 cond.push(format!(
                     "weir_t.{} = (${}::text)::{}",
                     c.quoted,
