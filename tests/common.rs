@@ -88,13 +88,11 @@ pub fn datagen_pipeline(dir: &Path, cfg: &DatagenConfig, extra_source: &str) -> 
 }
 
 /// Runs `weir run --once PIPELINE` and asserts it succeeded.
-pub fn run_once_ok(pipeline: &Path) {
+pub fn run_once_ok(pipeline: &Path) -> String {
     let out = run(weir().args(["run", "--once"]).arg(pipeline));
-    assert!(
-        out.status.success(),
-        "weir run --once failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "weir run --once failed: {stderr}");
+    stderr
 }
 
 /// Builds plain file sinks.

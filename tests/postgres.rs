@@ -568,11 +568,23 @@ fn a_new_table_matching_the_globs_joins_the_publication_on_restart() {
         &format!(
             "name = \"{name}\"\ndata_dir = \"data\"\n\n[source]\ntype = \"postgres\"\n\
              url = \"postgres://postgres:postgres@127.0.0.1:5432/postgres\"\n\
-             tables = [\"public.{table}*\"]\nsnapshot = \"never\"\n\n\
+             tables = [\"public.{table}*\", \"public.Later_{table}\"]\nsnapshot = \"never\"\n\n\
              [[sinks]]\nname = \"files\"\ntype = \"file\"\npath = \"out\"\n"
         ),
     );
-    run_once_ok(&pipeline);
+    // An explicit entry that matches nothing yet is reported (a typo would be), not skipped
+    // in silence.
+    let logged = run_once_ok(&pipeline);
+    let warning = format!("the `tables` entry \"public.Later_{table}\" matches no table");
+    assert!(logged.contains(&warning), "{logged}");
+    let later = format!("Later_{table}");
+    let _cleanup_later = Cleanup {
+        name: name.clone(),
+        table: later.clone(),
+    };
+    psql(&format!(
+        "CREATE TABLE public.\"{later}\" (id bigint PRIMARY KEY)"
+    ));
     let newer = format!("{table}_new");
     let _cleanup_newer = Cleanup {
         name: name.clone(),
@@ -581,9 +593,11 @@ fn a_new_table_matching_the_globs_joins_the_publication_on_restart() {
     psql(&format!(
         "CREATE TABLE public.\"{newer}\" (id bigint PRIMARY KEY)"
     ));
-    run_once_ok(&pipeline); // adds it to the publication
+    let logged = run_once_ok(&pipeline); // adds both to the publication
+    assert!(!logged.contains(&warning), "{logged}");
     psql(&format!(
-        "INSERT INTO public.\"{newer}\" VALUES (1); INSERT INTO public.\"{table}\" VALUES (2)"
+        "INSERT INTO public.\"{newer}\" VALUES (1); INSERT INTO public.\"{table}\" VALUES (2); \
+         INSERT INTO public.\"{later}\" VALUES (3)"
     ));
     run_once_ok(&pipeline);
     let lines = |t: &str| {
@@ -592,7 +606,7 @@ fn a_new_table_matching_the_globs_joins_the_publication_on_restart() {
             .lines()
             .count()
     };
-    assert_eq!((lines(&table), lines(&newer)), (1, 1));
+    assert_eq!((lines(&table), lines(&newer), lines(&later)), (1, 1, 1));
 }
 
 /// On a terminal the snapshot draws progress bars per table (rows, rate, ETA, chunks), redrawn
