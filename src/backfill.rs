@@ -546,7 +546,7 @@ impl Backfiller {
         let (Some(t), Some(job)) = (self.tracking.as_mut(), self.state.jobs.first()) else {
             return;
         };
-        for c in changes.iter().filter(|c| c.table == job.table) {
+        for c in changes.iter().filter(|c| *c.table == job.table) {
             if c.op == Op::Truncate {
                 t.truncated = Some(c.position.clone());
                 continue;

@@ -293,7 +293,7 @@ impl Generator {
             _ => (None, Some(self.row(id, index))),
         };
         ChangeEvent {
-            table: TableId::new("datagen", format!("t{table}")),
+            table: TableId::shared("datagen", &format!("t{table}")),
             schema_version: 1,
             op,
             before,

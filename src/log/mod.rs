@@ -666,7 +666,7 @@ pub(crate) mod tests {
 
     pub(crate) fn change(n: i64, cols: usize) -> ChangeEvent {
         ChangeEvent {
-            table: TableId::new("s", "t"),
+            table: TableId::shared("s", "t"),
             schema_version: 0,
             op: Op::Insert,
             before: None,

@@ -60,7 +60,7 @@ pub fn txn(i: u64, before: u64) -> (Vec<ChangeEvent>, CommitInfo) {
     let len = txn_len(i);
     let changes = (0..len)
         .map(|n| ChangeEvent {
-            table: TableId::new("torture", "t"),
+            table: TableId::shared("torture", "t"),
             schema_version: 1,
             op: Op::Insert,
             before: None,

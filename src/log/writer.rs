@@ -159,7 +159,7 @@ impl LogWriter {
                 block.data.reserve(events.len() * 256);
                 block.changes = events.len() as u64;
                 for mut event in events {
-                    let Some(schema) = self.schemas.get(&event.table) else {
+                    let Some(schema) = self.schemas.get(&*event.table) else {
                         return Err(LogError::Protocol(format!(
                             "the source sent a change of {} before announcing its schema; this is a bug in the source connector",
                             event.table

@@ -183,7 +183,7 @@ impl Stats {
                     e.1 = e.1.max(ts);
                 }
                 None => {
-                    tables.insert(table.clone(), (run as u64, ts));
+                    tables.insert((**table).clone(), (run as u64, ts));
                 }
             }
             i += run;
@@ -1307,7 +1307,7 @@ mod tests {
         let rows = 100_000i64;
         let events = (0..rows)
             .map(|n| ChangeEvent {
-                table: table.clone(),
+                table: table.to_shared(),
                 schema_version: 0,
                 op: Op::Read,
                 before: None,

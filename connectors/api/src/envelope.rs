@@ -361,7 +361,7 @@ mod tests {
 
     fn event(after: Vec<Value>) -> ChangeEvent {
         ChangeEvent {
-            table: TableId::new("public", "orders"),
+            table: TableId::shared("public", "orders"),
             schema_version: 1,
             op: Op::Update,
             before: None,

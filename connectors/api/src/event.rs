@@ -2,6 +2,7 @@
 
 use crate::{SourcePosition, TableId, Value};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What a change did (Debezium's op codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,8 +40,9 @@ pub struct Row(pub Vec<Value>);
 /// One row change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
-    /// The table changed.
-    pub table: TableId,
+    /// The table changed (shared: see [`TableId::shared`]).
+    #[serde(with = "crate::schema::shared_table")]
+    pub table: Arc<TableId>,
     /// The [`crate::TableSchema::version`] the rows were decoded with.
     pub schema_version: u32,
     /// What happened.

@@ -1,7 +1,10 @@
 //! Table identity and versioned table schemas.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 /// A table, as `schema.table` (MySQL: `database.table`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -19,6 +22,63 @@ impl TableId {
             schema: schema.into(),
             name: name.into(),
         }
+    }
+}
+
+impl TableId {
+    /// This id, shared ([`TableId::shared`]).
+    pub fn to_shared(&self) -> Arc<TableId> {
+        TableId::shared(&self.schema, &self.name)
+    }
+
+    /// The shared id of `schema.name`: the same allocation as the last few asked for on this
+    /// thread, so the per-row path (a source building changes, the log decoding them) clones a
+    /// pointer instead of two strings.
+    pub fn shared(schema: &str, name: &str) -> Arc<TableId> {
+        /// Ids remembered per thread (most recent last).
+        const KEEP: usize = 64;
+        thread_local! {
+            static RECENT: RefCell<Vec<Arc<TableId>>> = const { RefCell::new(Vec::new()) };
+        }
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(t) = recent
+                .iter()
+                .rev()
+                .find(|t| t.name == name && t.schema == schema)
+            {
+                return t.clone();
+            }
+            let t = Arc::new(TableId::new(schema, name));
+            if recent.len() >= KEEP {
+                recent.remove(0);
+            }
+            recent.push(t.clone());
+            t
+        })
+    }
+}
+
+/// Serde for an `Arc<TableId>` field: the same form as a plain [`TableId`]; decoding borrows
+/// the names where the format allows and shares the id ([`TableId::shared`]).
+pub(crate) mod shared_table {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(t: &Arc<TableId>, s: S) -> Result<S::Ok, S::Error> {
+        t.as_ref().serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<TableId>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "TableId")]
+        struct Parts<'a> {
+            #[serde(borrow)]
+            schema: Cow<'a, str>,
+            #[serde(borrow)]
+            name: Cow<'a, str>,
+        }
+        let p = Parts::deserialize(d)?;
+        Ok(TableId::shared(&p.schema, &p.name))
     }
 }
 

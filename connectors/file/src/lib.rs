@@ -65,7 +65,7 @@ pub struct FileSink {
     touched: Vec<String>,
     line: Vec<u8>,
     /// The last table written and its file name (consecutive events mostly share a table).
-    last_name: Option<(TableId, String)>,
+    last_name: Option<(std::sync::Arc<TableId>, String)>,
     _lock: File,
 }
 

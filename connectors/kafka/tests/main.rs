@@ -124,7 +124,7 @@ impl Log {
             _ => (None, Some(Row(row))),
         };
         let ev = ChangeEvent {
-            table: schema.table.clone(),
+            table: schema.table.to_shared(),
             schema_version: schema.version,
             op,
             before,

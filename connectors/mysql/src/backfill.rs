@@ -172,7 +172,7 @@ impl Backfill for MysqlBackfill {
             }
             let (row, _) = convert_row(meta, raw)?;
             events.push(ChangeEvent {
-                table: table.clone(),
+                table: table.to_shared(),
                 schema_version: 0,
                 op: Op::Read,
                 before: None,

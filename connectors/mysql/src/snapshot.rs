@@ -1586,7 +1586,7 @@ impl ChunkReader for MysqlChunkReader {
         while events.len() < max {
             if let Some(row) = self.pending.pop_front() {
                 events.push(ChangeEvent {
-                    table: table.clone(),
+                    table: table.to_shared(),
                     schema_version: 0,
                     op: Op::Read,
                     before: None,

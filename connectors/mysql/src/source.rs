@@ -1045,7 +1045,7 @@ impl StreamReader {
         let ts_ms = self.txn.as_ref().map(|t| t.ts_ms).unwrap_or(0);
         let txid = self.txn.as_ref().and_then(|t| t.txid);
         let event = ChangeEvent {
-            table,
+            table: table.to_shared(),
             schema_version: 0,
             op: Op::Truncate,
             before: None,
@@ -1375,7 +1375,7 @@ impl StreamReader {
                 }
             };
             let ev = ChangeEvent {
-                table: dec.schema.table.clone(),
+                table: dec.schema.table.to_shared(),
                 schema_version: 0,
                 op,
                 before,

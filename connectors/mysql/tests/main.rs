@@ -596,7 +596,7 @@ async fn alter_table_mid_stream_decodes_both_sides() {
         );
         let (tr, s) = &txns[4].changes[0];
         assert_eq!(tr.op, Op::Truncate);
-        assert_eq!(tr.table, TableId::new(db.clone(), "t"));
+        assert_eq!(*tr.table, TableId::new(db.clone(), "t"));
         assert_eq!(names(s), vec!["id", "b"]);
     })
     .await;

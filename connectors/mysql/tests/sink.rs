@@ -213,7 +213,7 @@ impl Log {
         let seq = self.next;
         self.entry(Entry::Change(
             ChangeEvent {
-                table: s.table.clone(),
+                table: s.table.to_shared(),
                 schema_version: s.version,
                 op,
                 before,

@@ -68,7 +68,7 @@ async fn read_chunks(
                     assert!(!batch.is_empty() && batch.len() <= 37);
                     for ev in batch {
                         assert_eq!(ev.op, Op::Read);
-                        assert_eq!(ev.table, chunk.table);
+                        assert_eq!(*ev.table, chunk.table);
                         assert!(ev.before.is_none() && ev.txid.is_none());
                         assert_eq!(ev.schema_version, 0);
                         assert_eq!(ev.position, from);
@@ -154,10 +154,10 @@ fn converge(
         }
     }
     for ev in stream {
-        let Some(s) = by_table.get(&ev.table) else {
+        let Some(s) = by_table.get(&*ev.table) else {
             continue;
         };
-        let t = state.entry(ev.table.clone()).or_default();
+        let t = state.entry((*ev.table).clone()).or_default();
         if let Some(b) = &ev.before {
             t.remove(&key_of(s, b));
         }

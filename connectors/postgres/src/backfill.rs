@@ -202,7 +202,7 @@ impl Backfill for PostgresBackfill {
             }
             last_line = line;
             events.push(ChangeEvent {
-                table: table.clone(),
+                table: table.to_shared(),
                 schema_version: 0,
                 op: Op::Read,
                 before: None,

@@ -676,7 +676,7 @@ impl ChunkReader for PgChunkReader {
                 let line = self.buf.split_to(nl + 1);
                 let row = copy_row(&open.meta, &line[..nl])?;
                 events.push(ChangeEvent {
-                    table: open.meta.schema.table.clone(),
+                    table: open.meta.schema.table.to_shared(),
                     schema_version: 0,
                     op: Op::Read,
                     before: None,

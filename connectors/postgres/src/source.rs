@@ -1068,7 +1068,7 @@ impl PostgresSource {
             )));
         };
         let event = ChangeEvent {
-            table: rel.schema.table.clone(),
+            table: rel.schema.table.to_shared(),
             schema_version: 0,
             op,
             before: before.map(|o| Self::old_row(rel, o)).transpose()?,

@@ -835,7 +835,7 @@ mod source {
                         ts_ms,
                         ..
                     } = e;
-                    assert_eq!(et, &schema.table);
+                    assert_eq!(**et, schema.table);
                     assert_eq!(*schema_version, 0);
                     assert_eq!(*txid, t.commit.txid);
                     assert_eq!(*ts_ms, t.commit.ts_ms);
