@@ -101,3 +101,68 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeE
     let (value, _) = bincode::serde::decode_from_slice(body, config())?;
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use weir_api::{Op, Row, TableId, Value};
+
+    /// `ChangeEvent` as it was before its table became a shared `Arc<TableId>`.
+    #[derive(Serialize)]
+    struct PlainEvent {
+        table: TableId,
+        schema_version: u32,
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        position: SourcePosition,
+        txid: Option<u64>,
+        ts_ms: i64,
+    }
+
+    #[test]
+    fn a_shared_table_id_is_stored_as_a_plain_one_and_decodes_shared() {
+        let event = crate::log::tests::change(7, 3);
+        let plain = PlainEvent {
+            table: TableId::new("s", "t"),
+            schema_version: event.schema_version,
+            op: event.op,
+            before: event.before.clone(),
+            after: event.after.clone(),
+            position: event.position.clone(),
+            txid: event.txid,
+            ts_ms: event.ts_ms,
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode(&event, &mut a).expect("encodes");
+        encode(&plain, &mut b).expect("encodes");
+        assert_eq!(a, b, "the stored bytes changed");
+        let back: ChangeEvent = decode(&a).expect("decodes");
+        assert_eq!(back, event);
+        assert!(Arc::ptr_eq(&back.table, &TableId::shared("s", "t")));
+        assert_eq!(back.after, Some(Row(vec![Value::Int(7); 3])));
+    }
+
+    #[test]
+    fn shared_ids_are_reused_and_told_apart() {
+        let a = TableId::shared("public", "orders");
+        assert!(Arc::ptr_eq(&a, &TableId::shared("public", "orders")));
+        assert!(Arc::ptr_eq(
+            &a,
+            &TableId::new("public", "orders").to_shared()
+        ));
+        let other = TableId::shared("public", "order");
+        assert_eq!(*other, TableId::new("public", "order"));
+        assert_ne!(a, other);
+        assert_ne!(*TableId::shared("publicorders", ""), *a);
+        // More ids than the cache keeps: still right, only no longer the same allocation.
+        for i in 0..200 {
+            assert_eq!(
+                *TableId::shared("s", &format!("t{i}")),
+                TableId::new("s", format!("t{i}"))
+            );
+        }
+        assert_eq!(*TableId::shared("public", "orders"), *a);
+    }
+}
