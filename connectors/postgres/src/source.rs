@@ -790,8 +790,9 @@ impl PostgresSource {
             if self.unmatched_warned.insert(entry.clone()) {
                 tracing::warn!(
                     "postgres source: the `tables` entry {entry:?} matches no table (names are \
-                     schema.table, case-sensitive); it is not replicated until such a table is \
-                     created while weir streams; fix the entry if it is a typo"
+                     schema.table, case-sensitive); such a table is replicated once it exists \
+                     (looked for at every start and every 10 s while streaming); fix the entry \
+                     if it is a typo"
                 );
             }
         }
