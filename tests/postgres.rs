@@ -577,22 +577,19 @@ fn a_new_table_matching_the_globs_joins_the_publication_on_restart() {
     let logged = run_once_ok(&pipeline);
     let warning = format!("the `tables` entry \"public.Later_{table}\" matches no table");
     assert!(logged.contains(&warning), "{logged}");
+    let create = |t: &str| {
+        psql(&format!(
+            "CREATE TABLE public.\"{t}\" (id bigint PRIMARY KEY)"
+        ));
+        Cleanup {
+            name: name.clone(),
+            table: t.to_string(),
+        }
+    };
     let later = format!("Later_{table}");
-    let _cleanup_later = Cleanup {
-        name: name.clone(),
-        table: later.clone(),
-    };
-    psql(&format!(
-        "CREATE TABLE public.\"{later}\" (id bigint PRIMARY KEY)"
-    ));
+    let _cleanup_later = create(&later);
     let newer = format!("{table}_new");
-    let _cleanup_newer = Cleanup {
-        name: name.clone(),
-        table: newer.clone(),
-    };
-    psql(&format!(
-        "CREATE TABLE public.\"{newer}\" (id bigint PRIMARY KEY)"
-    ));
+    let _cleanup_newer = create(&newer);
     let logged = run_once_ok(&pipeline); // adds both to the publication
     assert!(!logged.contains(&warning), "{logged}");
     psql(&format!(

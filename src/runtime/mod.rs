@@ -1287,6 +1287,35 @@ mod tests {
         }
     }
 
+    /// Runs one source session with a [`RecordingFactory`] (snapshot configured when
+    /// `backfill_new`): its result and the positions the source was asked to start at.
+    async fn recorded_session(
+        log: &Arc<StagingLog>,
+        writer: &mut LogWriter,
+        backfill_new: bool,
+    ) -> (
+        Result<(), SessionError>,
+        Arc<Mutex<Vec<Option<SourcePosition>>>>,
+    ) {
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let factory = RecordingFactory(Arc::clone(&starts));
+        let stats = Stats::new(std::iter::empty());
+        let (_halt_tx, mut halt) = watch::channel(false);
+        let result = source_session(
+            log,
+            writer,
+            &factory,
+            false,
+            &mut None,
+            u64::MAX,
+            backfill_new,
+            &stats,
+            &mut halt,
+        )
+        .await;
+        (result, starts)
+    }
+
     /// The stream must start at the snapshot's consistent point even when the snapshot's
     /// last batches are still queued in the log writer (not yet durable) as it starts:
     /// reading the durable head then found no position and started at the source's current
@@ -1329,23 +1358,7 @@ mod tests {
             }))
             .await
             .unwrap();
-        let starts = Arc::new(Mutex::new(Vec::new()));
-        let factory = RecordingFactory(Arc::clone(&starts));
-        let stats = Stats::new(std::iter::empty());
-        let (_halt_tx, mut halt) = watch::channel(false);
-        let mut target = None;
-        let result = source_session(
-            &log,
-            &mut writer,
-            &factory,
-            false,
-            &mut target,
-            u64::MAX,
-            false,
-            &stats,
-            &mut halt,
-        )
-        .await;
+        let (result, starts) = recorded_session(&log, &mut writer, false).await;
         assert!(matches!(result, Err(SessionError::Connector(_))));
         assert_eq!(*starts.lock().unwrap(), vec![Some(stream_from)]);
         writer.finish().unwrap();
@@ -1360,23 +1373,7 @@ mod tests {
         let dir = temp("nopos");
         let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
         let mut writer = log.writer(32).unwrap();
-        let starts = Arc::new(Mutex::new(Vec::new()));
-        let factory = RecordingFactory(Arc::clone(&starts));
-        let stats = Stats::new(std::iter::empty());
-        let (_halt_tx, mut halt) = watch::channel(false);
-        let mut target = None;
-        let result = source_session(
-            &log,
-            &mut writer,
-            &factory,
-            false,
-            &mut target,
-            u64::MAX,
-            true,
-            &stats,
-            &mut halt,
-        )
-        .await;
+        let (result, starts) = recorded_session(&log, &mut writer, true).await;
         match result {
             Err(SessionError::Connector(e)) => {
                 assert!(!e.is_transient(), "{e}");

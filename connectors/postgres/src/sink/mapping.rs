@@ -606,24 +606,13 @@ mod tests {
                 assert_ne!(c, Cell::text(&format!("{text}y")));
             }
         }
-        let big = cell(
-            &Value::Int(i64::MIN),
-            &mut Conversion::default(),
-            &mut scratch,
-        );
-        assert_eq!(
-            big.expect("converts").as_param(),
-            Some("-9223372036854775808")
-        );
-        let u = cell(
-            &Value::UInt(u64::MAX),
-            &mut Conversion::default(),
-            &mut scratch,
-        );
-        assert_eq!(
-            u.expect("converts").as_param(),
-            Some("18446744073709551615")
-        );
+        for (v, text) in [
+            (Value::Int(i64::MIN), "-9223372036854775808"),
+            (Value::UInt(u64::MAX), "18446744073709551615"),
+        ] {
+            let c = cell(&v, &mut Conversion::default(), &mut scratch).expect("converts");
+            assert_eq!(c.as_param(), Some(text));
+        }
     }
 
     #[test]
