@@ -9,7 +9,10 @@
 //!
 //! Invariants:
 //! - Sequences are dense and start at 1. The `events` column family maps big-endian sequence
-//!   to one [`record::Stored`], each value starting with a format version byte.
+//!   to one [`record::Stored`], each value starting with a format version byte; or, for the
+//!   changes of a transaction, to a *pack* of records with consecutive sequences, stored under
+//!   the first one's (see [`record`]). Schema and commit records are never packed, so a
+//!   commit's sequence is always a key of its own.
 //! - The metadata record `head` names the last *visible* commit. It is written in the same
 //!   atomic `WriteBatch` as that commit record, with the commit's source position, so the log
 //!   and the position acknowledged to the source cannot disagree.
@@ -537,62 +540,58 @@ impl LogReader {
         ro.set_iterate_upper_bound((upto + 1).to_be_bytes().to_vec());
         let log = Arc::clone(&self.log);
         let mut it = log.db.raw_iterator_cf_opt(log.cf(EVENTS), ro);
+        // `from` is either a stored key or inside the pack stored under an earlier one.
         it.seek(from.to_be_bytes());
+        if it.key() != Some(&from.to_be_bytes()[..]) {
+            it.seek_for_prev(from.to_be_bytes());
+            if !it.valid() {
+                it.seek(from.to_be_bytes());
+            }
+        }
         let mut expect = from;
-        while it.valid() && batch.entries.len() < max_entries {
+        'values: while it.valid() && batch.entries.len() < max_entries {
             let (Some(key), Some(value)) = (it.key(), it.value()) else {
                 break;
             };
-            let seq = u64::from_be_bytes(key.try_into().map_err(|_| {
+            let first = u64::from_be_bytes(key.try_into().map_err(|_| {
                 LogError::Protocol(format!(
                     "staging log {}: malformed key",
                     self.log.path.display()
                 ))
             })?);
-            if seq != expect {
+            let mut records =
+                record::Records::new(value).map_err(|e| self.log.decode_err(first, e))?;
+            let end = first.saturating_add(u64::from(records.remaining()));
+            if end <= expect {
+                // The value before `from`, found by the backward seek.
+                it.next();
+                continue;
+            }
+            if first > expect {
                 return Err(LogError::Protocol(format!(
-                    "staging log {}: record {expect} is missing (next stored is {seq}); it was deleted \
+                    "staging log {}: record {expect} is missing (next stored is {first}); it was deleted \
                      before every sink applied it. Re-snapshot the sinks that need it",
                     self.log.path.display()
                 )));
             }
-            expect += 1;
-            let stored: Stored = record::decode(value).map_err(|e| self.log.decode_err(seq, e))?;
-            let entry = match stored {
-                Stored::Schema(s) => {
-                    let s = Arc::new(s);
-                    self.schemas
-                        .entry(s.table.clone())
-                        .or_default()
-                        .insert(s.version, Arc::clone(&s));
-                    LogEntry {
-                        seq,
-                        staged_ms: 0,
-                        entry: Entry::Schema(s),
-                    }
+            for seq in first..end {
+                let body = records
+                    .next_body()
+                    .map_err(|e| self.log.decode_err(seq, e))?
+                    .ok_or_else(|| self.log.decode_err(seq, DecodeError::Truncated))?;
+                if seq < expect {
+                    continue;
                 }
-                Stored::Change { staged_ms, event } => {
-                    let schema = self.schema(&event.table, event.schema_version)?;
-                    LogEntry {
-                        seq,
-                        staged_ms,
-                        entry: Entry::Change(event, schema),
-                    }
+                if seq > upto || batch.entries.len() >= max_entries {
+                    break 'values;
                 }
-                Stored::Commit {
-                    staged_ms,
-                    info,
-                    bytes_total,
-                } => {
-                    batch.last_commit = Some(Cursor { seq, bytes_total });
-                    LogEntry {
-                        seq,
-                        staged_ms,
-                        entry: Entry::Commit(info),
-                    }
-                }
-            };
-            batch.entries.push(entry);
+                expect = seq + 1;
+                let stored: Stored =
+                    record::decode_body(body).map_err(|e| self.log.decode_err(seq, e))?;
+                batch
+                    .entries
+                    .push(self.entry(seq, stored, &mut batch.last_commit)?);
+            }
             it.next();
         }
         it.status()
@@ -607,6 +606,48 @@ impl LogReader {
             return Err(self.retained_error(from));
         }
         Ok(batch)
+    }
+
+    fn entry(
+        &mut self,
+        seq: u64,
+        stored: Stored,
+        last_commit: &mut Option<Cursor>,
+    ) -> Result<LogEntry, LogError> {
+        Ok(match stored {
+            Stored::Schema(s) => {
+                let s = Arc::new(s);
+                self.schemas
+                    .entry(s.table.clone())
+                    .or_default()
+                    .insert(s.version, Arc::clone(&s));
+                LogEntry {
+                    seq,
+                    staged_ms: 0,
+                    entry: Entry::Schema(s),
+                }
+            }
+            Stored::Change { staged_ms, event } => {
+                let schema = self.schema(&event.table, event.schema_version)?;
+                LogEntry {
+                    seq,
+                    staged_ms,
+                    entry: Entry::Change(event, schema),
+                }
+            }
+            Stored::Commit {
+                staged_ms,
+                info,
+                bytes_total,
+            } => {
+                *last_commit = Some(Cursor { seq, bytes_total });
+                LogEntry {
+                    seq,
+                    staged_ms,
+                    entry: Entry::Commit(info),
+                }
+            }
+        })
     }
 
     fn retained_error(&self, from: u64) -> LogError {
@@ -768,6 +809,105 @@ pub(crate) mod tests {
             log.latest_schemas().unwrap()[&TableId::new("s", "t")].version,
             2
         );
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What the pack test staged at `seq`: a change's value, or a commit's position.
+    fn packed_entry(e: &LogEntry) -> String {
+        match &e.entry {
+            Entry::Schema(s) => format!("schema v{}", s.version),
+            Entry::Change(ev, _) => match ev.after.as_ref().map(|r| &r.0[..]) {
+                Some([Value::Int(n), Value::Int(m)]) if n == m => format!("change {n}"),
+                other => format!("bad change {other:?}"),
+            },
+            Entry::Commit(c) => format!("commit {}", c.position),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn packed_changes_read_from_any_sequence_after_rollback_and_reopen() {
+        let dir = temp("packs");
+        let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
+        let mut writer = log.writer(8).unwrap();
+        let changes = |ns: std::ops::RangeInclusive<i64>| {
+            WriteOp::Changes(ns.map(|n| change(n, 2)).collect())
+        };
+        writer.send(WriteOp::Schema(schema(2))).await.unwrap(); // 1
+        writer.send(changes(1..=3000)).await.unwrap(); // 2..=3001: packs of 1024, 1024, 952
+        writer.send(commit(1)).await.unwrap(); // 3002
+        writer.send(changes(-2000..=-1)).await.unwrap(); // rolled back
+        writer.rollback().await.unwrap();
+        writer.send(changes(5001..=5002)).await.unwrap(); // 3003, 3004: a pack of 2
+        writer.send(commit(2)).await.unwrap(); // 3005
+        writer.send(changes(6000..=6000)).await.unwrap(); // 3006: a single record
+        writer.send(commit(3)).await.unwrap(); // 3007
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = |seq: u64| match seq {
+            1 => "schema v1".to_string(),
+            2..=3001 => format!("change {}", seq - 1),
+            3002 => "commit event=1".into(),
+            3003 | 3004 => format!("change {}", seq + 1998),
+            3005 => "commit event=2".into(),
+            3006 => "change 6000".into(),
+            3007 => "commit event=3".into(),
+            _ => panic!("nothing staged at {seq}"),
+        };
+        let keys = log
+            .db
+            .iterator_cf(log.cf(EVENTS), IteratorMode::Start)
+            .count();
+        assert_eq!(
+            keys, 9,
+            "schema, 3 packs, commit, pack, commit, single, commit"
+        );
+
+        let check = |log: &Arc<StagingLog>, when: &str| {
+            let mut reader = log.reader();
+            let all = reader.read(1, u64::MAX, 10_000).unwrap();
+            assert_eq!(all.entries.len(), 3007, "{when}");
+            for e in &all.entries {
+                assert_eq!(packed_entry(e), expected(e.seq), "seq {}", e.seq);
+            }
+            assert_eq!(all.last_commit.map(|c| c.seq), Some(3007));
+            // Starting anywhere: at a pack's first record, inside one, at its last, across
+            // pack boundaries, capped by `upto` and by `max_entries`.
+            for (from, upto, max) in [
+                (1, u64::MAX, 1),
+                (2, u64::MAX, 5),
+                (500, u64::MAX, 1000),
+                (1025, u64::MAX, 3),
+                (1026, u64::MAX, 1),
+                (1000, 1500, 10_000),
+                (2049, u64::MAX, 2000),
+                (3001, u64::MAX, 2),
+                (3004, u64::MAX, 10),
+                (3007, u64::MAX, 10),
+            ] {
+                let got = reader.read(from, upto, max).unwrap();
+                let want: Vec<u64> = (from..=upto.min(3007)).take(max).collect();
+                let seqs: Vec<u64> = got.entries.iter().map(|e| e.seq).collect();
+                assert_eq!(seqs, want, "{when}: read({from}, {upto}, {max})");
+                for e in &got.entries {
+                    assert_eq!(packed_entry(e), expected(e.seq), "seq {}", e.seq);
+                }
+            }
+        };
+        check(&log, "written");
+        drop(log);
+        let log = StagingLog::open(&dir, LogOptions::default()).unwrap();
+        check(&log, "reopened");
+        log.retain_below(3002).unwrap();
+        // Retention keeps the slowest cursor's commit and refuses what is below it, even
+        // inside a pack whose file is still there.
+        let mut reader = log.reader();
+        assert_eq!(reader.read(3002, u64::MAX, 1).unwrap().entries[0].seq, 3002);
+        let err = reader.read(1500, u64::MAX, 1).unwrap_err().to_string();
+        assert!(err.contains("already deleted by retention"), "{err}");
+        drop(reader);
         drop(log);
         let _ = std::fs::remove_dir_all(&dir);
     }

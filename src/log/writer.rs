@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use weir_api::{ChangeEvent, CommitInfo, SnapshotPlan, TableId, TableSchema};
 
+/// Most changes in one pack.
+pub(super) const PACK_RECORDS: usize = 1024;
+/// A pack is closed once it holds this many bytes.
+pub(super) const PACK_BYTES: usize = 1 << 20;
+
 /// What the source task asks the log to do.
 #[derive(Debug)]
 pub enum WriteOp {
@@ -42,12 +47,10 @@ pub enum WriteOp {
 /// Encoded records for the writer thread.
 #[derive(Default)]
 struct Block {
-    /// Sequence of the first record.
-    first_seq: u64,
-    /// The records' encodings, back to back.
+    /// The stored values (single records and packs), back to back.
     data: Vec<u8>,
-    /// End offset of each record in `data`.
-    ends: Vec<usize>,
+    /// Per stored value: its key (the sequence of its first record) and its end in `data`.
+    values: Vec<(u64, usize)>,
     /// Metadata puts (head, schema versions).
     meta: Vec<(Vec<u8>, Vec<u8>)>,
     /// Event sequences to delete (a rolled-back transaction).
@@ -128,15 +131,58 @@ impl LogWriter {
     }
 
     fn push(&mut self, block: &mut Block, stored: &Stored) -> Result<(), LogError> {
-        if block.ends.is_empty() {
-            block.first_seq = self.next_seq;
-        }
         let start = block.data.len();
         record::encode_append(stored, &mut block.data)?;
-        block.ends.push(block.data.len());
+        block.values.push((self.next_seq, block.data.len()));
         self.bytes_total += (block.data.len() - start) as u64;
         self.next_seq += 1;
         Ok(())
+    }
+
+    /// Stages changes as packs of up to [`PACK_RECORDS`] records or about [`PACK_BYTES`]
+    /// (a lone change as a single record).
+    fn push_changes(
+        &mut self,
+        block: &mut Block,
+        events: Vec<ChangeEvent>,
+    ) -> Result<(), LogError> {
+        let staged_ms = now_ms();
+        block.data.reserve(events.len() * 256);
+        block.changes = events.len() as u64;
+        let mut left = events.len();
+        // The open pack and the sequence of its first record.
+        let mut pack: Option<(record::PackWriter, u64)> = None;
+        for mut event in events {
+            let Some(schema) = self.schemas.get(&*event.table) else {
+                return Err(LogError::Protocol(format!(
+                    "the source sent a change of {} before announcing its schema; this is a bug in the source connector",
+                    event.table
+                )));
+            };
+            event.schema_version = schema.version;
+            let stored = Stored::Change { staged_ms, event };
+            left -= 1;
+            if pack.is_none() && left == 0 {
+                self.push(block, &stored)?;
+                continue;
+            }
+            let (writer, _) = pack
+                .get_or_insert_with(|| (record::PackWriter::begin(&mut block.data), self.next_seq));
+            writer.push(&stored, &mut block.data)?;
+            self.next_seq += 1;
+            if writer.count() as usize >= PACK_RECORDS || writer.len(&block.data) >= PACK_BYTES {
+                self.close_pack(block, pack.take());
+            }
+        }
+        self.close_pack(block, pack);
+        Ok(())
+    }
+
+    fn close_pack(&mut self, block: &mut Block, pack: Option<(record::PackWriter, u64)>) {
+        if let Some((writer, first)) = pack {
+            self.bytes_total += writer.len(&block.data) as u64;
+            block.values.push((first, block.data.len()));
+        }
     }
 
     fn encode(&mut self, op: WriteOp) -> Result<Block, LogError> {
@@ -154,21 +200,7 @@ impl LogWriter {
                 let old = self.schemas.insert(schema.table.clone(), schema.clone());
                 self.pending_schemas.push((schema, old));
             }
-            WriteOp::Changes(events) => {
-                let staged_ms = now_ms();
-                block.data.reserve(events.len() * 256);
-                block.changes = events.len() as u64;
-                for mut event in events {
-                    let Some(schema) = self.schemas.get(&*event.table) else {
-                        return Err(LogError::Protocol(format!(
-                            "the source sent a change of {} before announcing its schema; this is a bug in the source connector",
-                            event.table
-                        )));
-                    };
-                    event.schema_version = schema.version;
-                    self.push(&mut block, &Stored::Change { staged_ms, event })?;
-                }
-            }
+            WriteOp::Changes(events) => self.push_changes(&mut block, events)?,
             WriteOp::Commit(info) => {
                 if let Some(old) = &self.head.position
                     && !matches!(
@@ -342,12 +374,8 @@ fn add(
         batch.delete_range_cf(events, from.to_be_bytes(), to.to_be_bytes());
     }
     let mut start = 0;
-    for (i, &end) in block.ends.iter().enumerate() {
-        batch.put_cf(
-            events,
-            (block.first_seq + i as u64).to_be_bytes(),
-            &block.data[start..end],
-        );
+    for &(seq, end) in &block.values {
+        batch.put_cf(events, seq.to_be_bytes(), &block.data[start..end]);
         start = end;
     }
     let meta = log.cf(META);
