@@ -922,6 +922,131 @@ async fn snapshot_rows_copy_into_empty_and_merge_into_non_empty_tables() {
 }
 
 #[tokio::test]
+async fn large_snapshot_copies_fall_back_on_duplicates_keep_truncate_order_and_name_bad_values() {
+    with_fx("bgcopy", "postgres", |fx| async move {
+        let s = people("bg");
+        let mut log = Log::new();
+        let mut sink = fx.sink().await;
+        let client = sql().await;
+        let summary = |table: String| {
+            let client = &client;
+            async move {
+                rows(
+                    client,
+                    &format!("SELECT count(*)::text, min(id)::text, max(id)::text FROM {table}"),
+                )
+                .await
+            }
+        };
+        // The first flush finds the table empty: later snapshot rows go by direct COPY.
+        apply(
+            &mut sink,
+            &[
+                log.schema(&s),
+                log.read(&s, row3(0, "first", t("n"))),
+                log.commit(),
+            ],
+        )
+        .await;
+        // One batch of 12,000 rows (more than one flush), one of them a key already there
+        // (id 0): that COPY fails, is rolled back to its savepoint and merged; the rest is
+        // merged too, and a streamed update after the snapshot rows lands last.
+        let mut batch = Vec::new();
+        for id in 1..=12_000 {
+            let row = if id == 6000 {
+                row3(0, "dup", t("d"))
+            } else {
+                row3(id, "snap", t("s"))
+            };
+            batch.push(log.read(&s, row));
+        }
+        batch.push(log.update(&s, None, row3(3, "upd", t("u"))));
+        batch.push(log.commit());
+        apply(&mut sink, &batch).await;
+        assert_eq!(
+            summary(fx.table("bg")).await,
+            vec![r(&[Some("12000"), Some("0"), Some("12000")])]
+        );
+        assert_eq!(
+            rows(
+                &client,
+                &format!(
+                    "SELECT id::text, name FROM {} WHERE id IN (0, 3, 6000) ORDER BY id",
+                    fx.table("bg")
+                )
+            )
+            .await,
+            vec![r(&[Some("0"), Some("dup")]), r(&[Some("3"), Some("upd")])]
+        );
+        // Truncates in the middle of snapshot rows: rows before each are gone, rows after stay.
+        let mut batch = vec![log.change(&s, Op::Truncate, None, None)];
+        for id in 20_000..30_000 {
+            batch.push(log.read(&s, row3(id, "again", Value::Null)));
+        }
+        batch.push(log.change(&s, Op::Truncate, None, None));
+        for id in 50_000..50_010 {
+            batch.push(log.read(&s, row3(id, "last", Value::Null)));
+        }
+        batch.push(log.commit());
+        apply(&mut sink, &batch).await;
+        assert_eq!(
+            summary(fx.table("bg")).await,
+            vec![r(&[Some("10"), Some("50000"), Some("50009")])]
+        );
+
+        // A value the column rejects, deep in a large COPY: a definite error naming table
+        // and column, and nothing of that transaction lands.
+        let strict = schema(
+            "bgstrict",
+            1,
+            vec![
+                col("id", int(), "integer"),
+                col(
+                    "small",
+                    ColumnType::Int {
+                        bits: 16,
+                        unsigned: false,
+                    },
+                    "smallint",
+                ),
+            ],
+            &[0],
+        );
+        let ok = |id: i64| Row(vec![Value::Int(id), Value::Int(1)]);
+        apply(
+            &mut sink,
+            &[log.schema(&strict), log.read(&strict, ok(0)), log.commit()],
+        )
+        .await;
+        let committed = log.next - 1;
+        let mut batch = Vec::new();
+        for id in 1..=9000 {
+            let row = if id == 6000 {
+                Row(vec![Value::Int(id), Value::Int(70_000)])
+            } else {
+                ok(id)
+            };
+            batch.push(log.read(&strict, row));
+        }
+        batch.push(log.commit());
+        let err = sink.apply(&batch).await.expect_err("out of range");
+        let msg = err.to_string();
+        assert!(!err.is_transient(), "{msg}");
+        assert!(
+            msg.contains("bgstrict") && msg.contains("\"small\"") && msg.contains("out of range"),
+            "{msg}"
+        );
+        let mut sink = fx.sink().await;
+        assert_eq!(sink.committed().await.expect("committed"), Some(committed));
+        assert_eq!(
+            summary(fx.table("bgstrict")).await,
+            vec![r(&[Some("1"), Some("0"), Some("0")])]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tables_can_be_renamed_and_schemas_mirrored() {
     with_fx("rename", "postgres", |fx| async move {
         let mut cfg = fx.cfg();
