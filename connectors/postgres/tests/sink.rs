@@ -156,6 +156,36 @@ fn people(name: &str) -> Arc<TableSchema> {
     )
 }
 
+/// `name (id integer primary key, small smallint)`: a table some values do not fit.
+fn id_and_smallint(name: &str) -> Arc<TableSchema> {
+    schema(
+        name,
+        1,
+        vec![
+            col("id", int(), "integer"),
+            col(
+                "small",
+                ColumnType::Int {
+                    bits: 16,
+                    unsigned: false,
+                },
+                "smallint",
+            ),
+        ],
+        &[0],
+    )
+}
+
+/// A definite error naming the table and its `small` column as out of range.
+fn assert_out_of_range_named(err: &ConnectorError, table: &str) {
+    let msg = err.to_string();
+    assert!(!err.is_transient(), "{msg}");
+    assert!(
+        msg.contains(table) && msg.contains("\"small\"") && msg.contains("out of range"),
+        "{msg}"
+    );
+}
+
 fn row3(id: i64, name: &str, note: Value) -> Row {
     Row(vec![Value::Int(id), Value::Text(name.into()), note])
 }
@@ -996,22 +1026,7 @@ async fn large_snapshot_copies_fall_back_on_duplicates_keep_truncate_order_and_n
 
         // A value the column rejects, deep in a large COPY: a definite error naming table
         // and column, and nothing of that transaction lands.
-        let strict = schema(
-            "bgstrict",
-            1,
-            vec![
-                col("id", int(), "integer"),
-                col(
-                    "small",
-                    ColumnType::Int {
-                        bits: 16,
-                        unsigned: false,
-                    },
-                    "smallint",
-                ),
-            ],
-            &[0],
-        );
+        let strict = id_and_smallint("bgstrict");
         let ok = |id: i64| Row(vec![Value::Int(id), Value::Int(1)]);
         apply(
             &mut sink,
@@ -1030,12 +1045,7 @@ async fn large_snapshot_copies_fall_back_on_duplicates_keep_truncate_order_and_n
         }
         batch.push(log.commit());
         let err = sink.apply(&batch).await.expect_err("out of range");
-        let msg = err.to_string();
-        assert!(!err.is_transient(), "{msg}");
-        assert!(
-            msg.contains("bgstrict") && msg.contains("\"small\"") && msg.contains("out of range"),
-            "{msg}"
-        );
+        assert_out_of_range_named(&err, "bgstrict");
         let mut sink = fx.sink().await;
         assert_eq!(sink.committed().await.expect("committed"), Some(committed));
         assert_eq!(
@@ -1223,22 +1233,7 @@ async fn quoting_is_injective_and_round_trips_hostile_names_through_the_server()
 #[tokio::test]
 async fn rejected_values_are_definite_errors_naming_table_and_column() {
     with_fx("reject", "postgres", |fx| async move {
-        let s = schema(
-            "strict",
-            1,
-            vec![
-                col("id", int(), "integer"),
-                col(
-                    "small",
-                    ColumnType::Int {
-                        bits: 16,
-                        unsigned: false,
-                    },
-                    "smallint",
-                ),
-            ],
-            &[0],
-        );
+        let s = id_and_smallint("strict");
         let mut log = Log::new();
         let mut sink = fx.sink().await;
         apply(
@@ -1257,12 +1252,7 @@ async fn rejected_values_are_definite_errors_naming_table_and_column() {
             ])
             .await
             .expect_err("out of range");
-        let msg = err.to_string();
-        assert!(!err.is_transient(), "{msg}");
-        assert!(
-            msg.contains("strict") && msg.contains("\"small\"") && msg.contains("out of range"),
-            "{msg}"
-        );
+        assert_out_of_range_named(&err, "strict");
         // The sink stays unusable; a new one resumes from the stored position.
         assert!(sink.apply(&[]).await.is_err());
         let mut sink = fx.sink().await;
