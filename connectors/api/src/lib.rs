@@ -36,4 +36,9 @@ pub use schema::{Column, ColumnType, TableId, TableSchema};
 /// with foldhash and a per-process random seed, several times faster than std's SipHash on
 /// short keys.
 pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
+/// The hash set to go with [`FastMap`].
+pub type FastSet<T> = hashbrown::HashSet<T>;
+/// The hasher of [`FastMap`] and [`FastSet`] (foldhash, per-process random seed), for
+/// fingerprints of keys.
+pub type FastHasher = hashbrown::DefaultHashBuilder;
 pub use value::{Date, Time, Timestamp, Value};

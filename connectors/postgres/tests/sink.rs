@@ -1057,6 +1057,123 @@ async fn large_snapshot_copies_fall_back_on_duplicates_keep_truncate_order_and_n
 }
 
 #[tokio::test]
+async fn copy_streams_load_snapshot_rows_in_parallel_exactly_once_in_key_order() {
+    with_fx("streams", "postgres", |fx| async move {
+        let s = people("st");
+        let mut log = Log::new();
+        let mut cfg = fx.cfg();
+        cfg.batch_rows = 3000;
+        assert_eq!(cfg.copy_streams, 2);
+        let connect = || PostgresSink::connect(cfg.clone(), fx.ctx());
+        let mut sink = connect().await.expect("connect");
+        let client = sql().await;
+        let table = fx.table("st");
+        let summary = |extra: &'static str| {
+            let (client, table) = (&client, &table);
+            async move {
+                rows(
+                    client,
+                    &format!(
+                        "SELECT count(*)::text, count(DISTINCT xmin::text)::text, \
+                         string_agg(id || '=' || name, ',' ORDER BY id) FILTER \
+                         (WHERE id IN (7, 8, 1999, 2000, 4999, 5000, 11999)) FROM {table}{extra}"
+                    ),
+                )
+                .await
+            }
+        };
+        // The table is created in a transaction of its own (streams cannot see it before).
+        apply(&mut sink, &[log.schema(&s), log.commit()]).await;
+        let before = log.next - 1;
+        // One transaction: 12,000 snapshot rows in four flushes of 3,000 (to the streams),
+        // keys 2,000..=4,999 read again with newer values (in flight already: the streams
+        // settle first, so the newer values win), then an update and a delete of keys among
+        // them on the sink's own connection (after the streams committed).
+        let mut batch = Vec::new();
+        for id in 0..12_000 {
+            batch.push(log.read(&s, row3(id, "snap", Value::Null)));
+        }
+        for id in 2_000..5_000 {
+            batch.push(log.read(&s, row3(id, "again", Value::Null)));
+        }
+        batch.push(log.update(&s, None, row3(7, "upd", t("u"))));
+        batch.push(log.delete(&s, row3(8, "snap", Value::Null)));
+        batch.push(log.commit());
+        apply(&mut sink, &batch).await;
+        let done = log.next - 1;
+        assert_eq!(sink.committed().await.expect("committed"), Some(done));
+        let expected = "7=upd,1999=snap,2000=again,4999=again,5000=snap,11999=snap";
+        let got = summary("").await;
+        assert_eq!(got[0][0].as_deref(), Some("11999"));
+        assert_eq!(got[0][2].as_deref(), Some(expected));
+        // Rows of the two streams' transactions, of the one after the settle, and of the
+        // sink's own: without the streams there would be one transaction.
+        let xids: u32 = got[0][1].as_deref().unwrap_or("0").parse().expect("count");
+        assert!(xids >= 3, "rows written by {xids} transactions: {got:?}");
+
+        // A crash after the streams committed but before the position: the same batch again
+        // from the older position merges into the rows already there and changes nothing.
+        client
+            .execute(
+                "UPDATE _weir.positions SET seq = $1 WHERE pipeline = $2",
+                &[&(before as i64), &fx.pipeline],
+            )
+            .await
+            .expect("move the position back");
+        drop(sink);
+        let mut sink = connect().await.expect("reconnect");
+        assert_eq!(sink.committed().await.expect("committed"), Some(before));
+        apply(&mut sink, &batch).await;
+        assert_eq!(sink.committed().await.expect("committed"), Some(done));
+        let again = summary("").await;
+        assert_eq!(again[0][0].as_deref(), Some("11999"));
+        assert_eq!(again[0][2].as_deref(), Some(expected));
+
+        // Another session holds an uncommitted row with a key of the next batch: the stream
+        // gives up its lock wait after 5 s, runs the batch again after the others committed,
+        // waits until that session commits, then merges; the snapshot value lands.
+        let other = sql().await;
+        other
+            .batch_execute(&format!(
+                "BEGIN; INSERT INTO {table} (id, name) VALUES (20500, 'other')"
+            ))
+            .await
+            .expect("hold a key");
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(8000)).await;
+            other.batch_execute("COMMIT").await.expect("commit");
+        });
+        let mut batch = Vec::new();
+        for id in 20_000..23_000 {
+            batch.push(log.read(&s, row3(id, "late", Value::Null)));
+        }
+        batch.push(log.commit());
+        let started = std::time::Instant::now();
+        apply(&mut sink, &batch).await;
+        assert!(
+            started.elapsed() >= std::time::Duration::from_secs(5),
+            "the stream did not wait for the other session"
+        );
+        release.await.expect("release");
+        assert_eq!(
+            rows(
+                &client,
+                &format!(
+                    "SELECT count(*)::text, min(name), max(name) FROM {table} WHERE id >= 20000"
+                )
+            )
+            .await,
+            vec![r(&[Some("3000"), Some("late"), Some("late")])]
+        );
+        assert_eq!(
+            sink.committed().await.expect("committed"),
+            Some(log.next - 1)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tables_can_be_renamed_and_schemas_mirrored() {
     with_fx("rename", "postgres", |fx| async move {
         let mut cfg = fx.cfg();
@@ -1480,6 +1597,7 @@ fn config_keys_defaults_and_unknown_keys() {
     assert_eq!(cfg.schema, "public");
     assert_eq!(cfg.batch_rows, 500);
     assert_eq!(cfg.batch_bytes, 32 << 20);
+    assert_eq!(cfg.copy_streams, 2);
     assert_eq!(cfg.tables.get("public.a").map(String::as_str), Some("b"));
     let err = toml::from_str::<PostgresSinkConfig>("url = \"postgres://u@h/d\"\nbatchrows = 1\n")
         .expect_err("unknown key");

@@ -41,6 +41,33 @@
 //! which keeps values exact without a binary encoder per target type (binary COPY is a possible
 //! later speed-up). Keyless tables take large insert batches by direct COPY too.
 //!
+//! # Copy streams
+//!
+//! A flush of a table that holds only snapshot rows, at least [`STAGE_MIN_ROWS`] of them, goes
+//! to one of up to `copy_streams` extra connections (default 2; 0 turns them off), so the
+//! target loads several batches at once while the sink reads and converts the next ones. A
+//! stream runs the same COPY (or COPY into its own temp stage and merge) in a transaction of
+//! its own, one savepoint per batch. The sink *settles* the streams — waits for them and
+//! commits their transactions — before it writes its position at a commit, and before its
+//! own connection writes any table or changes the schema, so:
+//!
+//! * the position is never committed ahead of the rows: a crash between a stream's commit and
+//!   the position's re-applies those snapshot rows, which then meet their keys and merge (the
+//!   same values), so the effect is exactly once;
+//! * later changes of the same keys (stream updates, deletes, a truncate) always run after the
+//!   snapshot rows are committed, in log order;
+//! * a table whose schema changed, or that the sink's own connection wrote, in the open
+//!   transaction takes its snapshot rows on that connection until the commit (a stream would
+//!   not see a new table and would wait on the other locks);
+//! * two uncommitted stream batches never hold the same key (a fingerprint set per table; a
+//!   batch with a key already in flight settles the streams first), so streams never wait on
+//!   each other. A stream gives up any lock wait after 5 s and runs that batch again once the
+//!   others have committed.
+//!
+//! Snapshot rows are not part of a source transaction, so a reader may see them before the
+//! sink's own commit; a rejected value still rolls back every stream and the sink's
+//! transaction, so nothing of that batch lands.
+//!
 //! A flush happens when the buffered rows or bytes reach `batch_rows`/`batch_bytes`, before a
 //! table's schema changes, before a truncate, and at the end of every `apply` call, so memory
 //! is bounded by the batch knobs whatever the transaction size.
@@ -107,7 +134,8 @@
 //!
 //! # Connections and errors
 //!
-//! One connection per sink, whatever the number of tables. Connection loss, a server
+//! One connection per sink, whatever the number of tables, plus up to `copy_streams` copy
+//! streams while snapshot rows are loaded. Connection loss, a server
 //! shutting down, serialization failures and deadlocks are transient (the engine rebuilds the
 //! sink, which resumes from `committed()`); a value, constraint or privilege the target
 //! rejects is definite, with the table, column and what to do. The password never appears in
@@ -115,6 +143,7 @@
 
 mod mapping;
 mod preflight;
+mod side;
 
 pub use preflight::check;
 
@@ -125,11 +154,12 @@ use futures_util::SinkExt;
 use mapping::{Cell, Conversion};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
-use weir_api::keyed::{KeyedChanges, fill_unchanged};
+use weir_api::keyed::{KeyedChanges, PendingOp, fill_unchanged};
 use weir_api::{
     ChangeEvent, ConnectorError, Entry, LogEntry, Op, Result, Row, Sink, SinkContext, TableId,
     TableSchema,
@@ -141,6 +171,15 @@ pub const STAGE_MIN_ROWS: usize = 2000;
 
 /// Bytes of COPY data sent per message.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// Settings of every session of the sink (its own connection and its copy streams).
+const SESSION_SQL: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0";
+
+/// A copy stream gives up a lock wait after this long and runs the job again once the other
+/// streams have committed (see "Copy streams" in the module docs).
+const STREAM_LOCK_TIMEOUT: &str = "5s";
 
 static ZERO_DATES: AtomicU64 = AtomicU64::new(0);
 
@@ -167,6 +206,13 @@ pub struct PostgresSinkConfig {
     /// Buffered bytes (approximate) that trigger a flush.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
+    /// Extra connections that load large batches of snapshot rows in parallel (0: none).
+    #[serde(default = "default_copy_streams")]
+    pub copy_streams: usize,
+}
+
+fn default_copy_streams() -> usize {
+    2
 }
 
 fn default_schema() -> String {
@@ -190,6 +236,7 @@ impl PostgresSinkConfig {
             tables: BTreeMap::new(),
             batch_rows: default_batch_rows(),
             batch_bytes: default_batch_bytes(),
+            copy_streams: default_copy_streams(),
         }
     }
 }
@@ -202,6 +249,7 @@ impl std::fmt::Debug for PostgresSinkConfig {
             .field("tables", &self.tables)
             .field("batch_rows", &self.batch_rows)
             .field("batch_bytes", &self.batch_bytes)
+            .field("copy_streams", &self.copy_streams)
             .finish()
     }
 }
@@ -357,31 +405,40 @@ impl Conn {
         sql: &str,
         rows: impl Iterator<Item = &'a [Cell]>,
     ) -> std::result::Result<u64, tokio_postgres::Error> {
-        let sink = self.client.copy_in::<_, Bytes>(sql).await?;
-        let mut sink = std::pin::pin!(sink);
-        let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
-        for row in rows {
-            for (i, cell) in row.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b'\t');
-                }
-                match cell {
-                    Cell::Short(s) => mapping::copy_escape(s.as_str(), &mut buf),
-                    Cell::Text(s) => mapping::copy_escape(s, &mut buf),
-                    Cell::Null | Cell::Unchanged => buf.extend_from_slice(b"\\N"),
-                }
-            }
-            buf.push(b'\n');
-            if buf.len() >= COPY_CHUNK {
-                let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 4096));
-                sink.send(Bytes::from(chunk)).await?;
-            }
-        }
-        if !buf.is_empty() {
-            sink.send(Bytes::from(buf)).await?;
-        }
-        sink.as_mut().finish().await
+        copy_rows(&self.client, sql, rows).await
     }
+}
+
+/// A text-format `COPY ... FROM STDIN` of `rows` on `client`.
+async fn copy_rows<'a>(
+    client: &Client,
+    sql: &str,
+    rows: impl Iterator<Item = &'a [Cell]>,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in::<_, Bytes>(sql).await?;
+    let mut sink = std::pin::pin!(sink);
+    let mut buf: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                buf.push(b'\t');
+            }
+            match cell {
+                Cell::Short(s) => mapping::copy_escape(s.as_str(), &mut buf),
+                Cell::Text(s) => mapping::copy_escape(s, &mut buf),
+                Cell::Null | Cell::Unchanged => buf.extend_from_slice(b"\\N"),
+            }
+        }
+        buf.push(b'\n');
+        if buf.len() >= COPY_CHUNK {
+            let chunk = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 4096));
+            sink.send(Bytes::from(chunk)).await?;
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(Bytes::from(buf)).await?;
+    }
+    sink.as_mut().finish().await
 }
 
 /// A column of the target table that a source column maps to.
@@ -444,11 +501,29 @@ pub struct PostgresSink {
     /// Working space for value → text conversion.
     scratch: String,
     stage_seq: u64,
+    /// Copy streams for large snapshot batches.
+    streams: side::Streams,
+    /// Tables this sink's own connection wrote in the open transaction: their snapshot rows
+    /// stay on this connection until the commit (a stream would wait on its row locks).
+    touched: HashSet<TableId>,
+    /// The open transaction changed the schema: streams wait for the commit (they would not
+    /// see a new table, and would wait on the lock of an altered one).
+    ddl_in_txn: bool,
+    /// Tables where a stream's direct COPY met a key already there (merge from now on).
+    merged: HashSet<TableId>,
+    /// Stream jobs that gave up a lock wait, to run again when the streams settle.
+    retry: Vec<side::Job>,
+    /// Per table, fingerprints of the keys in stream jobs not yet committed: a job with one
+    /// of them waits for the streams to settle first, so two uncommitted jobs never hold the
+    /// same key (one would wait on the other, and a retry could reorder them).
+    inflight: weir_api::FastMap<TableId, weir_api::FastSet<u64>>,
+    key_hasher: weir_api::FastHasher,
 }
 
 impl Drop for PostgresSink {
     fn drop(&mut self) {
-        // Closing the connection rolls back an open transaction at the server.
+        // Closing the connections rolls back open transactions at the server.
+        self.streams.abort();
         self.connection.abort();
     }
 }
@@ -473,6 +548,11 @@ impl PostgresSink {
         let where_ = format!(
             "{}:{} (database {:?}, user {:?})",
             url.host, url.port, url.database, url.user
+        );
+        let streams = side::Streams::new(
+            sql_config(&url),
+            format!("{SESSION_SQL}; SET lock_timeout = '{STREAM_LOCK_TIMEOUT}'"),
+            cfg.copy_streams,
         );
         let (client, connection) = sql_config(&url)
             .connect(tokio_postgres::NoTls)
@@ -525,6 +605,13 @@ impl PostgresSink {
             warned: HashSet::new(),
             scratch: String::new(),
             stage_seq: 0,
+            streams,
+            touched: HashSet::new(),
+            ddl_in_txn: false,
+            merged: HashSet::new(),
+            retry: Vec::new(),
+            inflight: weir_api::FastMap::new(),
+            key_hasher: weir_api::FastHasher::default(),
             ctx,
         };
         sink.setup().await?;
@@ -534,11 +621,7 @@ impl PostgresSink {
     async fn setup(&mut self) -> Result<()> {
         self.conn
             .client
-            .batch_execute(
-                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
-                 SET extra_float_digits = 3; SET bytea_output = 'hex'; \
-                 SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0",
-            )
+            .batch_execute(SESSION_SQL)
             .await
             .map_err(|e| self.pg_error(e, "setting up the session"))?;
         self.ensure_schema("_weir").await?;
@@ -690,6 +773,7 @@ impl PostgresSink {
 
     async fn commit(&mut self, seq: u64) -> Result<()> {
         self.flush_all().await?;
+        self.settle().await?;
         let seq_i = i64::try_from(seq).map_err(|_| {
             ConnectorError::definite(format!(
                 "{}: log sequence {seq} does not fit a bigint",
@@ -709,8 +793,107 @@ impl PostgresSink {
             .await
             .map_err(|e| self.pg_error(e, &format!("committing up to log sequence {seq}")))?;
         self.in_txn = false;
+        self.touched.clear();
+        self.ddl_in_txn = false;
         self.applied = Some(seq);
         Ok(())
+    }
+
+    /// Before this sink's own connection writes `table` (or, with `None`, changes the
+    /// schema): waits for the copy streams and commits them, so that statement neither waits
+    /// on their locks nor misses their rows.
+    async fn claim(&mut self, table: Option<&TableId>) -> Result<()> {
+        self.settle().await?;
+        match table {
+            Some(t) => {
+                if !self.touched.contains(t) {
+                    self.touched.insert(t.clone());
+                }
+            }
+            None => self.ddl_in_txn = true,
+        }
+        Ok(())
+    }
+
+    /// Waits for every copy stream's jobs and commits their transactions; jobs that gave up
+    /// a lock wait run once more after that.
+    async fn settle(&mut self) -> Result<()> {
+        let mut retries = std::mem::take(&mut self.retry);
+        for round in 0.. {
+            let mut again = Vec::new();
+            for job in retries.drain(..) {
+                match self.streams.submit(job).await {
+                    Ok(Some(d)) => again.extend(self.stream_done(d).await?),
+                    Ok(None) => {}
+                    Err(e) => return Err(self.stream_error(e, "loading snapshot rows")),
+                }
+            }
+            if !self.streams.active() {
+                break;
+            }
+            let done = match self.streams.join().await {
+                Ok(d) => d,
+                Err(e) => return Err(self.stream_error(e, "loading snapshot rows")),
+            };
+            for d in done {
+                again.extend(self.stream_done(d).await?);
+            }
+            if let Err(e) = self.streams.commit().await {
+                return Err(self.stream_error(e, "committing snapshot rows"));
+            }
+            self.inflight.clear();
+            if again.is_empty() {
+                break;
+            }
+            if round >= 2 {
+                self.streams.abort();
+                return Err(ConnectorError::transient(format!(
+                    "{}: loading snapshot rows into {} gave up a lock wait three times (another \
+                     session holds a lock on the table); will retry",
+                    self.label, again[0].display
+                )));
+            }
+            retries = again;
+        }
+        Ok(())
+    }
+
+    /// Handles a finished copy-stream job; returns it when it must run again.
+    async fn stream_done(&mut self, done: side::Done) -> Result<Option<side::Job>> {
+        match done.outcome {
+            side::Outcome::Copied => Ok(None),
+            side::Outcome::Merged => {
+                self.merged.insert(done.job.table);
+                Ok(None)
+            }
+            side::Outcome::LockTimeout => Ok(Some(done.job)),
+            side::Outcome::Failed(e) => {
+                self.streams.abort();
+                self.inflight.clear();
+                let job = done.job;
+                let rows: Vec<&[Cell]> = job.rows.iter().map(Vec::as_slice).collect();
+                let all: Vec<usize> = (0..job.cols.len()).collect();
+                Err(self
+                    .value_error(
+                        &job.display,
+                        &job.cols,
+                        e,
+                        &format!("copying rows into {}", job.display),
+                        &rows,
+                        &all,
+                    )
+                    .await)
+            }
+        }
+    }
+
+    fn stream_error(&mut self, e: side::StreamError, what: &str) -> ConnectorError {
+        self.streams.abort();
+        self.inflight.clear();
+        match e {
+            side::StreamError::Pg(e) => self.pg_error(e, &format!("{what} (copy stream)")),
+            side::StreamError::Task(m) => self.internal(&format!("copy stream: {m}")),
+        }
     }
 
     async fn apply_inner(&mut self, entries: &[LogEntry]) -> Result<()> {
@@ -830,6 +1013,7 @@ impl PostgresSink {
     }
 
     async fn ddl(&mut self, sql: &str, what: &str) -> Result<()> {
+        self.claim(None).await?;
         tracing::info!(sink = %self.label, statement = %sql, "changing the target schema");
         self.conn
             .client
@@ -1070,6 +1254,8 @@ impl PostgresSink {
                 let display = st.display.clone();
                 self.rows -= rows;
                 self.bytes -= bytes;
+                self.merged.remove(&schema.table);
+                self.claim(Some(&schema.table)).await?;
                 self.conn
                     .client
                     .batch_execute(&sql)
@@ -1205,7 +1391,19 @@ impl PostgresSink {
         if st.rows == 0 {
             return Ok(());
         }
+        if self.merged.remove(&st.schema.table) {
+            st.copy_direct = Some(false);
+        }
         let inserts = std::mem::take(&mut st.inserts);
+        let ops = st.changes.take();
+        if inserts.is_empty() && self.streamable(st, &ops) {
+            if st.copy_direct.is_none() {
+                self.check_empty(st).await?;
+            }
+            let rows = ops.into_iter().filter_map(|o| o.image).collect();
+            return self.stream_rows(st, rows).await;
+        }
+        self.claim(Some(&st.schema.table)).await?;
         if !inserts.is_empty() {
             let rows: Vec<&[Cell]> = inserts.iter().map(Vec::as_slice).collect();
             st.copy_direct = Some(false);
@@ -1215,7 +1413,6 @@ impl PostgresSink {
                 self.insert_unnest(st, &rows, false).await?;
             }
         }
-        let ops = st.changes.take();
         if ops.is_empty() {
             return Ok(());
         }
@@ -1322,17 +1519,7 @@ impl PostgresSink {
         if !all_read {
             st.copy_direct = Some(false);
         } else if st.copy_direct.is_none() {
-            let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", st.qualified);
-            let empty: bool = self
-                .conn
-                .client
-                .query_one(&sql, &[])
-                .await
-                .and_then(|r| r.try_get(0))
-                .map_err(|e| {
-                    self.pg_error(e, &format!("checking whether {} is empty", st.display))
-                })?;
-            st.copy_direct = Some(empty);
+            self.check_empty(st).await?;
         }
         if all_read && st.copy_direct == Some(true) {
             self.conn
@@ -1364,7 +1551,8 @@ impl PostgresSink {
                     let all: Vec<usize> = (0..st.cols.len()).collect();
                     return Err(self
                         .value_error(
-                            st,
+                            &st.display,
+                            &st.cols,
                             e,
                             &format!("copying rows into {}", st.display),
                             rows,
@@ -1380,6 +1568,98 @@ impl PostgresSink {
             return self.merge_via_stage(st, rows).await;
         }
         self.insert_unnest(st, rows, true).await
+    }
+
+    /// Whether `st.schema.table` is empty (then snapshot rows go in by direct COPY).
+    async fn check_empty(&mut self, st: &mut TableState) -> Result<()> {
+        let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", st.qualified);
+        let empty: bool = self
+            .conn
+            .client
+            .query_one(&sql, &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.pg_error(e, &format!("checking whether {} is empty", st.display)))?;
+        st.copy_direct = Some(empty);
+        Ok(())
+    }
+
+    /// Whether a flush of `ops` goes to a copy stream: many snapshot rows and nothing else,
+    /// into a table this connection has not written in its open transaction, with no schema
+    /// change in that transaction.
+    fn streamable(&self, st: &TableState, ops: &[PendingOp<Vec<Cell>, Cell>]) -> bool {
+        self.streams.enabled()
+            && self.can_temp
+            && !self.ddl_in_txn
+            && ops.len() >= STAGE_MIN_ROWS
+            && !self.touched.contains(&st.schema.table)
+            && ops.iter().all(|o| {
+                o.read
+                    && !o.delete
+                    && o.image
+                        .as_ref()
+                        .is_some_and(|i| !i.contains(&Cell::Unchanged))
+            })
+    }
+
+    /// Hands snapshot rows of one table to a copy stream.
+    async fn stream_rows(&mut self, st: &TableState, rows: Vec<Vec<Cell>>) -> Result<()> {
+        let keys: Vec<u64> = rows
+            .iter()
+            .map(|r| {
+                let mut h = self.key_hasher.build_hasher();
+                for &i in &st.schema.primary_key {
+                    r.get(i).hash(&mut h);
+                }
+                h.finish()
+            })
+            .collect();
+        let overlaps = self
+            .inflight
+            .get(&st.schema.table)
+            .is_some_and(|set| keys.iter().any(|k| set.contains(k)));
+        if overlaps {
+            self.settle().await?;
+        }
+        match self.inflight.get_mut(&st.schema.table) {
+            Some(set) => set.extend(keys),
+            None => {
+                self.inflight
+                    .insert(st.schema.table.clone(), keys.into_iter().collect());
+            }
+        }
+        let names: Vec<&str> = st.cols.iter().map(|c| c.quoted.as_str()).collect();
+        let cols = names.join(", ");
+        let stage = format!("pg_temp.weir_stage_{}", st.stage_id);
+        let job = side::Job {
+            table: st.schema.table.clone(),
+            display: st.display.clone(),
+            cols: st.cols.clone(),
+            direct: st.copy_direct == Some(true),
+            copy_sql: format!("COPY {} ({cols}) FROM STDIN", st.qualified),
+            stage_sql: format!(
+                "CREATE TEMP TABLE IF NOT EXISTS weir_stage_{} AS SELECT {cols} FROM {} WITH NO DATA",
+                st.stage_id, st.qualified
+            ),
+            stage_copy_sql: format!("COPY {stage} ({cols}) FROM STDIN"),
+            merge_sql: format!(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage}{}; TRUNCATE {stage}",
+                st.qualified,
+                Self::conflict_clause(st),
+            ),
+            rows,
+        };
+        match self.streams.submit(job).await {
+            Ok(Some(done)) => {
+                if let Some(job) = self.stream_done(done).await? {
+                    // A lock wait given up: runs again when the streams settle.
+                    self.retry.push(job);
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(self.stream_error(e, "loading snapshot rows")),
+        }
     }
 
     fn conflict_clause(st: &TableState) -> String {
@@ -1432,7 +1712,8 @@ impl PostgresSink {
         if let Err(e) = result {
             return Err(self
                 .value_error(
-                    st,
+                    &st.display,
+                    &st.cols,
                     e,
                     &format!("writing rows into {}", st.display),
                     rows,
@@ -1460,7 +1741,8 @@ impl PostgresSink {
             let all: Vec<usize> = (0..st.cols.len()).collect();
             return Err(self
                 .value_error(
-                    st,
+                    &st.display,
+                    &st.cols,
                     e,
                     &format!("copying rows into {}", st.display),
                     rows,
@@ -1545,7 +1827,8 @@ impl PostgresSink {
         if let Err(e) = result {
             return Err(self
                 .value_error(
-                    st,
+                    &st.display,
+                    &st.cols,
                     e,
                     &format!("updating rows of {}", st.display),
                     rows,
@@ -1582,6 +1865,7 @@ impl PostgresSink {
     }
 
     async fn keyless_delete(&mut self, t: &TableId, old: &[Cell]) -> Result<()> {
+        self.claim(Some(t)).await?;
         let st = self
             .tables
             .remove(t)
@@ -1600,6 +1884,7 @@ impl PostgresSink {
     }
 
     async fn keyless_update(&mut self, t: &TableId, old: &[Cell], new: &[Cell]) -> Result<()> {
+        self.claim(Some(t)).await?;
         let st = self
             .tables
             .remove(t)
@@ -1640,6 +1925,7 @@ impl PostgresSink {
     /// An update that changes the key while some columns are unchanged TOAST: one UPDATE
     /// that moves the row and leaves those columns alone.
     async fn move_row(&mut self, t: &TableId, old_key: &[Cell], new: &[Cell]) -> Result<()> {
+        self.claim(Some(t)).await?;
         let st = self
             .tables
             .remove(t)
@@ -1695,7 +1981,8 @@ impl PostgresSink {
     /// transaction is rolled back: the sink is rebuilt after an error anyway).
     async fn value_error(
         &mut self,
-        st: &TableState,
+        display: &str,
+        target_cols: &[TargetCol],
         e: tokio_postgres::Error,
         what: &str,
         rows: &[&[Cell]],
@@ -1708,7 +1995,9 @@ impl PostgresSink {
         let _ = self.conn.client.batch_execute("ROLLBACK").await;
         self.in_txn = false;
         for &i in cols {
-            let Some(c) = st.cols.get(i) else { continue };
+            let Some(c) = target_cols.get(i) else {
+                continue;
+            };
             let values: Vec<Option<&str>> = rows
                 .iter()
                 .map(|r| r.get(i).and_then(Cell::as_param))
@@ -1724,7 +2013,7 @@ impl PostgresSink {
                          column (ALTER TABLE ... ALTER COLUMN ... TYPE ...) or fix the value at \
                          the source, then restart",
                         self.label,
-                        st.display,
+                        display,
                         c.name,
                         c.base,
                         describe(&ce)
@@ -1785,6 +2074,7 @@ impl Sink for PostgresSink {
         let result = self.apply_inner(entries).await;
         if result.is_err() {
             self.broken = true;
+            self.streams.abort();
         }
         result
     }
