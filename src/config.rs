@@ -347,6 +347,7 @@ struct PostgresSinkSection {
     tables: std::collections::BTreeMap<String, String>,
     batch_rows: Option<PositiveU64>,
     batch_bytes: Option<ByteSize>,
+    copy_streams: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -1141,6 +1142,9 @@ impl<'de> Visitor<'de> for SinksSeed<'_> {
                     if let Some(n) = s.batch_bytes {
                         cfg.batch_bytes = n.0 as usize;
                     }
+                    if let Some(n) = s.copy_streams {
+                        cfg.copy_streams = n as usize;
+                    }
                     SinkConfig {
                         name: s.name.0,
                         kind: SinkKind::Postgres(cfg),
@@ -1259,6 +1263,24 @@ mod tests {
                 .contains("NOPE is not set")
         );
         assert!(expand_env("${PW", env).is_err());
+    }
+
+    #[test]
+    fn postgres_sink_settings_reach_the_sink() {
+        let text = "name = \"p\"\n[source]\ntype = \"datagen\"\n[[sinks]]\nname = \"r\"\n\
+                    type = \"postgres\"\nurl = \"postgres://u@h/d\"\nbatch_rows = 500\n\
+                    copy_streams = 0\n";
+        let cfg = parse(Path::new("p.toml"), text).expect("parses");
+        let SinkKind::Postgres(pg) = &cfg.sinks[0].kind else {
+            panic!("not a postgres sink");
+        };
+        assert_eq!((pg.batch_rows, pg.copy_streams), (500, 0));
+        let text = text.replace("copy_streams = 0\n", "");
+        let cfg = parse(Path::new("p.toml"), &text).expect("parses");
+        let SinkKind::Postgres(pg) = &cfg.sinks[0].kind else {
+            panic!("not a postgres sink");
+        };
+        assert_eq!(pg.copy_streams, 2);
     }
 
     #[test]
