@@ -38,7 +38,12 @@ impl ShortText {
     /// The text.
     pub(crate) fn as_str(&self) -> &str {
         // Only ever filled from a whole `&str`, so this cannot fail.
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The text's bytes (no UTF-8 check: for the COPY text, which is bytes anyway).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
     }
 }
 
@@ -322,16 +327,13 @@ fn push_timestamp(out: &mut String, ts: Timestamp, tz: bool) -> bool {
 }
 
 /// Escapes a text value for a text-format COPY field.
-pub(crate) fn copy_escape(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn copy_escape(s: &[u8], out: &mut Vec<u8>) {
     // Most values have nothing to escape: copied in one go.
-    if !s
-        .bytes()
-        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
-    {
-        out.extend_from_slice(s.as_bytes());
+    if !s.iter().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) {
+        out.extend_from_slice(s);
         return;
     }
-    for &b in s.as_bytes() {
+    for &b in s {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\t' => out.extend_from_slice(b"\\t"),

@@ -424,8 +424,8 @@ async fn copy_rows<'a>(
                 buf.push(b'\t');
             }
             match cell {
-                Cell::Short(s) => mapping::copy_escape(s.as_str(), &mut buf),
-                Cell::Text(s) => mapping::copy_escape(s, &mut buf),
+                Cell::Short(s) => mapping::copy_escape(s.as_bytes(), &mut buf),
+                Cell::Text(s) => mapping::copy_escape(s.as_bytes(), &mut buf),
                 Cell::Null | Cell::Unchanged => buf.extend_from_slice(b"\\N"),
             }
         }
